@@ -1,0 +1,3 @@
+from roadscene.cli.app import main
+
+main()

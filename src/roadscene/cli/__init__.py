@@ -1,0 +1,1 @@
+"""The `roadscene` command line: one Typer app; each sub-command lives in its own module."""

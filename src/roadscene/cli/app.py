@@ -1,0 +1,45 @@
+"""Entry point of the `roadscene` command. This module only registers commands.
+
+Heavy imports (torch, transformers) happen inside the commands, so `roadscene --help` is instant.
+Any :class:`roadscene.errors.InputError` becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from roadscene.cli import data as data_cli
+from roadscene.errors import InputError
+
+app = typer.Typer(
+    name="roadscene",
+    help="Describe street scenes for blind and visually impaired pedestrians: data, training, "
+    "prediction and evaluation of small vision-language models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_cli.app, name="data")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except (typer.Exit, SystemExit) as err:
+        code = getattr(err, "exit_code", getattr(err, "code", 0))
+        sys.exit(code)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(1)
+    except Exception as err:  # click usage errors and the like
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(2)
+        raise
