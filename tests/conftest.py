@@ -34,3 +34,37 @@ def sensation_dir() -> Path:
             "holding captions.csv and annotations.csv"
         )
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_smolvlm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-init SmolVLM checkpoint (96 px, one tile, 16 image tokens, 2+2 layers of
+    width 64, locally trained BPE tokenizer), built once per session. Treat as read-only."""
+    from roadscene.models import get_family
+
+    out = tmp_path_factory.mktemp("tiny_smolvlm") / "model"
+    return get_family("smolvlm").build_tiny(out, seed=0)
+
+
+@pytest.fixture(scope="session")
+def run_cli():
+    """Run `roadscene ARGS...` in a subprocess (as a user would); returns CompletedProcess."""
+    import subprocess
+    import sys
+
+    def run(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [sys.executable, "-m", "roadscene", *map(str, args)],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            **kwargs,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"roadscene {' '.join(map(str, args))} exited {result.returncode}:\n"
+                f"{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    return run

@@ -26,7 +26,10 @@ app.add_typer(data_cli.app, name="data")
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # With standalone_mode=False click returns the code of a typer.Exit instead of exiting.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code != 0:
+            sys.exit(code)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
