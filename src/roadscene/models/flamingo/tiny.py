@@ -1,0 +1,112 @@
+"""A tiny random-init Flamingo for tests and smoke runs: tiny CLIP vision, tiny MosaicGPT, tiny
+perceiver, and a byte-level BPE tokenizer trained locally (nothing from the hub)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from roadscene.models.flamingo.configuration_flamingo import FlamingoConfig, MosaicGPTConfig
+from roadscene.models.flamingo.modeling_flamingo import FlamingoForConditionalGeneration
+from roadscene.models.flamingo.processing_flamingo import (
+    FlamingoProcessor,
+    add_flamingo_tokens,
+    clip_image_processor,
+)
+
+TINY_IMAGE_SIZE = 32
+TINY_BPE_VOCAB = 384
+
+# Training text for the tiny tokenizer: the words of the structured answers and captions.
+_TOKENIZER_CORPUS = [
+    "User: Describe the scene for a blind pedestrian.\nAssistant:",
+    "Output: A street with a sidewalk on the left and a road in the center.",
+    "Sidewalk: left. Road: center. Road is right of sidewalk. Sidewalk: center. Road: right.",
+    "Sidewalk: right. Road: left. Road: front. Road is left of sidewalk. crossing in front.",
+    "Nearby: 1 person on the left, 2 cars on the right, 1 bicycle in the center, none.",
+    "Far: 3 people, 1 traffic sign on the right, 1 traffic light on the left, 2 obstacles.",
+    "Context: a busy city street with shops, trees, parked cars and a crosswalk. unknown",
+    "pedestrians walking near buildings on a sunny day; a bus stop, a bench and a tree.",
+    "0 1 2 3 4 5 6 7 8 9 zero one two three four five six seven eight nine ten many",
+]
+
+
+def train_tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """Byte-level BPE (GPT-NeoX style, `<|endoftext|>` = 0) + the three Flamingo tokens last."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=TINY_BPE_VOCAB,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_TOKENIZER_CORPUS * 4, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+    return add_flamingo_tokens(fast)
+
+
+def tiny_config(tokenizer: PreTrainedTokenizerFast) -> FlamingoConfig:
+    vocab_size = len(tokenizer)
+    return FlamingoConfig(
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "projection_dim": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "image_size": TINY_IMAGE_SIZE,
+            "patch_size": 8,
+            "hidden_act": "quick_gelu",
+        },
+        text_config=MosaicGPTConfig(
+            d_model=64, n_heads=4, n_layers=2, mlp_ratio=4, max_seq_len=512, vocab_size=vocab_size
+        ),
+        perceiver_depth=2,
+        perceiver_heads=2,
+        perceiver_head_dim=16,
+        perceiver_num_latents=8,
+        perceiver_ff_mult=2,
+        cross_attn_heads=2,
+        cross_attn_head_dim=16,
+        cross_attn_ff_mult=2,
+        gate_init=0.0,
+        media_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        endofchunk_token_id=tokenizer.convert_tokens_to_ids("<|endofchunk|>"),
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|endofchunk|>"),
+    )
+
+
+def build_tiny_flamingo(
+    seed: int = 0, gate_init: float = 0.0
+) -> tuple[FlamingoForConditionalGeneration, FlamingoProcessor]:
+    """Random-init tiny model and its processor (32 px images, 8 latents, 2+2 layers)."""
+    tokenizer = train_tiny_tokenizer()
+    config = tiny_config(tokenizer)
+    config.gate_init = gate_init
+    torch.manual_seed(seed)
+    model = FlamingoForConditionalGeneration(config).eval()
+    processor = FlamingoProcessor(tokenizer, clip_image_processor(TINY_IMAGE_SIZE))
+    return model, processor
+
+
+def save_tiny_flamingo(out_dir: str | Path, seed: int = 0, gate_init: float = 0.0) -> Path:
+    """Write a loadable tiny Flamingo folder (safetensors, config, tokenizer, image processor)."""
+    from roadscene.io import atomic_dir
+
+    out_dir = Path(out_dir)
+    model, processor = build_tiny_flamingo(seed=seed, gate_init=gate_init)
+    with atomic_dir(out_dir) as staging:
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+    return out_dir
