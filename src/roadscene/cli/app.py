@@ -11,6 +11,7 @@ import sys
 import typer
 
 from roadscene.cli import data as data_cli
+from roadscene.cli import evaluate as evaluate_cli
 from roadscene.errors import InputError
 
 app = typer.Typer(
@@ -22,6 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_cli.app, name="data")
+app.add_typer(evaluate_cli.app, name="evaluate")
 
 
 def main() -> None:

@@ -1,0 +1,452 @@
+"""Caption metrics (compat): pycocoevalcap BLEU-1..4, METEOR, ROUGE-L, CIDEr, SPICE; CLIPScore.
+
+Per-sample scoring (:func:`score_caption_pairs`) is kept apart from corpus aggregation and the
+report (:func:`evaluate_captions`). The Java parts (PTB tokenizer, METEOR, SPICE) run
+concurrently: METEOR's JVM is started before tokenising (it spends ~14 s cold loading its
+paraphrase table), and METEOR and SPICE then score in worker threads while BLEU, ROUGE-L and
+CIDEr run in Python; the subprocess waits release the GIL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from roadscene.errors import InputError
+from roadscene.io import read_records
+from roadscene.metrics.records import (
+    CleanMode,
+    DuplicatePolicy,
+    PredictionRecord,
+    as_records,
+    check_choice,
+    clean_text,
+    join_predictions,
+)
+from roadscene.metrics.results import EvaluationResult, signature
+from roadscene.schema import image_key, read_csv_rows
+
+SPICE_JARS_ENV = "ROADSCENE_SPICE_JARS"
+# The CoreNLP jars pycocoevalcap's SPICE wrapper would download at first use (never done here).
+SPICE_CORENLP_JARS: tuple[str, ...] = (
+    "stanford-corenlp-3.6.0.jar",
+    "stanford-corenlp-3.6.0-models.jar",
+)
+COCO_METRICS: tuple[str, ...] = (
+    "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE",
+)  # fmt: skip
+REFERENCE_TEXT_KEYS: tuple[str, ...] = ("caption", "target", "reference")
+
+
+@dataclass(frozen=True)
+class CaptionPair:
+    """One item to score: the cleaned prediction against its single reference."""
+
+    image: str
+    prediction: str
+    reference: str
+    raw_prediction: str
+    missing: bool = False
+
+
+# --- inputs -------------------------------------------------------------------------------------
+
+
+def read_references(path: str | Path, split: str | None = None) -> dict[str, tuple[str, str]]:
+    """Reference captions by image key -> (image path, caption), in file order.
+
+    Accepts a JSON array / JSONL of {image|image_path, caption|target} (what `roadscene data
+    build` writes as captions_{split}.json) or a CSV with `image_path,target[,split]` columns
+    (captions.csv; `split` filters it).
+    """
+    path = Path(path)
+    references: dict[str, tuple[str, str]] = {}
+    if path.suffix.lower() == ".csv":
+        rows = read_csv_rows(path, ("image_path", "target"), "captions")
+        for line, row in rows:
+            if split is not None and row.get("split") != split:
+                continue
+            key = image_key(row["image_path"])
+            if key in references:
+                raise InputError(f"duplicate reference for image '{key}'", path=path, line=line)
+            references[key] = (row["image_path"], row["target"])
+        if not references:
+            raise InputError(f"no references for split '{split}'", path=path, field="split")
+        return references
+    for line, obj in read_records(path):
+        image_field = next((k for k in ("image", "image_path") if k in obj), None)
+        text_field = next((k for k in REFERENCE_TEXT_KEYS if k in obj), None)
+        if image_field is None or text_field is None:
+            raise InputError(
+                "expected keys image|image_path and caption|target", path=path, line=line
+            )
+        if split is not None and obj.get("split", split) != split:
+            continue
+        key = image_key(str(obj[image_field]))
+        if key in references:
+            raise InputError(f"duplicate reference for image '{key}'", path=path, line=line)
+        references[key] = (str(obj[image_field]), str(obj[text_field] or ""))
+    return references
+
+
+def build_caption_pairs(
+    records: list[PredictionRecord],
+    references: Mapping[str, tuple[str, str]] | None = None,
+    *,
+    clean: CleanMode = "auto",
+    on_duplicate: DuplicatePolicy = "error",
+    source: str | None = None,
+) -> tuple[list[CaptionPair], dict[str, Any]]:
+    """Pair predictions with references; returns the pairs and the join counts.
+
+    Without `references`, each record's `target` key is its reference and the records are the
+    items. With references, the references are the items: a missing prediction is scored as an
+    empty text (counted), predictions for other images are reported and ignored.
+    """
+    if references is None:
+        references = {}
+        for record in records:
+            target = record.extra.get("target")
+            if not isinstance(target, str):
+                raise InputError(
+                    "no reference: give --references or a 'target' key",
+                    path=source or "<predictions>",
+                    line=record.line,
+                    field="target",
+                )
+            references.setdefault(record.key, (record.image, target))
+    joined = join_predictions(records, references.keys(), on_duplicate=on_duplicate, source=source)
+    pairs = []
+    for key, (image, reference) in references.items():
+        record = joined.by_key.get(key)
+        raw = record.text if record is not None else ""
+        pairs.append(
+            CaptionPair(
+                image=record.image if record is not None else image,
+                prediction=clean_text(raw, clean),
+                reference=reference,
+                raw_prediction=raw,
+                missing=record is None,
+            )
+        )
+    if not pairs:
+        raise InputError("nothing to evaluate: no prediction records", path=source)
+    return pairs, joined.counts()
+
+
+# --- SPICE jars ---------------------------------------------------------------------------------
+
+
+def _spice_dir() -> Path:
+    # pycocoevalcap itself is a namespace package (no __file__); its spice folder is a package.
+    import pycocoevalcap.spice
+
+    return Path(pycocoevalcap.spice.__file__).resolve().parent
+
+
+def find_spice_jars(spice_jars: str | Path | None = None) -> tuple[Path | None, str | None]:
+    """Where SPICE's CoreNLP jars are: (folder, None), or (None, why SPICE is unavailable).
+
+    Looks in the folder given (option, else `$ROADSCENE_SPICE_JARS`), else in pycocoevalcap's
+    spice/lib. A folder the user names that lacks the jars is an InputError; their absence from
+    pycocoevalcap is not (SPICE is then reported as unavailable). Nothing is ever downloaded.
+    """
+    given = spice_jars if spice_jars is not None else os.environ.get(SPICE_JARS_ENV) or None
+    if given is not None:
+        folder = Path(given)
+        if not folder.is_dir():
+            raise InputError("SPICE jar folder not found", path=folder, field="spice_jars")
+        missing = [name for name in SPICE_CORENLP_JARS if not (folder / name).is_file()]
+        if missing:
+            raise InputError(
+                f"SPICE jar folder lacks {', '.join(missing)}", path=folder, field="spice_jars"
+            )
+        return folder, None
+    lib = _spice_dir() / "lib"
+    if all((lib / name).is_file() for name in SPICE_CORENLP_JARS):
+        return lib, None
+    return None, (
+        f"SPICE needs Stanford CoreNLP 3.6.0 ({', '.join(SPICE_CORENLP_JARS)}) in {lib} or in a "
+        f"folder given with --spice-jars / ${SPICE_JARS_ENV}; pycocoevalcap would download them "
+        "at first use, which roadscene never does"
+    )
+
+
+def _run_spice(
+    tokenized_refs: dict[int, list[str]], tokenized_preds: dict[int, list[str]], jar_dir: Path
+) -> tuple[float, list[float]]:
+    """SPICE with pycocoevalcap's spice-1.0.jar and its lib, plus the CoreNLP jars in `jar_dir`.
+
+    Runs the jar itself instead of pycocoevalcap's `Spice` class because that class downloads
+    CoreNLP when it is absent and only looks in its own folder. Same input, same flags
+    (`-subset -silent`), no disk cache.
+    """
+    spice_dir = _spice_dir()
+    ids = sorted(tokenized_refs)
+    items = [{"image_id": i, "test": tokenized_preds[i][0], "refs": tokenized_refs[i]} for i in ids]
+    with tempfile.TemporaryDirectory(prefix="roadscene-spice-") as tmp:
+        in_file, out_file = Path(tmp) / "in.json", Path(tmp) / "out.json"
+        in_file.write_text(json.dumps(items), encoding="utf-8")
+        classpath = os.pathsep.join(
+            [str(spice_dir / "spice-1.0.jar"), str(spice_dir / "lib" / "*"), str(jar_dir / "*")]
+        )
+        command = ["java", "-Xmx8G", "-cp", classpath, "edu.anu.spice.SpiceScorer",
+                   str(in_file), "-out", str(out_file), "-subset", "-silent"]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise RuntimeError(f"SPICE failed (exit {done.returncode}): {tail[0]}")
+        results = json.loads(out_file.read_text(encoding="utf-8"))
+    by_id = {item["image_id"]: float(item["scores"]["All"]["f"]) for item in results}
+    per_sample = [by_id[i] for i in ids]
+    return sum(per_sample) / len(per_sample), per_sample
+
+
+# --- pycocoevalcap scoring ----------------------------------------------------------------------
+
+
+def _java_missing() -> InputError:
+    return InputError(
+        "'java' not found on PATH: pycocoevalcap's PTB tokenizer and METEOR need Java 8 or newer"
+    )
+
+
+def score_caption_pairs(
+    predictions: list[str],
+    references: list[str],
+    *,
+    spice_jar_dir: Path | None = None,
+) -> tuple[dict[str, float | None], dict[str, list[float]], dict[str, str]]:
+    """pycocoevalcap metrics of aligned prediction/reference lists (one reference per item).
+
+    Returns (corpus scores, per-sample scores, reasons for metrics that could not run).
+    """
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
+    try:
+        # Start METEOR's JVM first: it loads while the tokenizer runs.
+        meteor = Meteor()
+    except FileNotFoundError:
+        raise _java_missing() from None
+    unavailable: dict[str, str] = {}
+    try:
+        # One tokenizer JVM for both sides (it tokenises line by line, so this is identical
+        # to pycocoevalcap's two calls).
+        both = {f"r{i}": [{"caption": text}] for i, text in enumerate(references)}
+        both.update({f"p{i}": [{"caption": text}] for i, text in enumerate(predictions)})
+        tokenized = PTBTokenizer().tokenize(both)
+        ids = range(len(references))
+        gts = {i: tokenized[f"r{i}"] for i in ids}
+        res = {i: tokenized[f"p{i}"] for i in ids}
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="coco-java") as pool:
+            meteor_future = pool.submit(meteor.compute_score, gts, res)
+            spice_future = (
+                pool.submit(_run_spice, gts, res, spice_jar_dir) if spice_jar_dir else None
+            )
+            corpus: dict[str, float | None] = {}
+            per_sample: dict[str, list[float]] = {}
+            bleu, bleu_samples = Bleu(4).compute_score(gts, res, verbose=0)
+            for n in range(4):
+                corpus[f"BLEU-{n + 1}"] = float(bleu[n])
+                per_sample[f"BLEU-{n + 1}"] = [float(s) for s in bleu_samples[n]]
+            for name, scorer in (("ROUGE-L", Rouge()), ("CIDEr", Cider())):
+                score, samples = scorer.compute_score(gts, res)
+                corpus[name] = float(score)
+                per_sample[name] = [float(s) for s in samples]
+            score, samples = meteor_future.result()
+            corpus["METEOR"], per_sample["METEOR"] = float(score), [float(s) for s in samples]
+            corpus["SPICE"] = None
+            if spice_future is None:
+                unavailable["SPICE"] = "no CoreNLP jars"
+            else:
+                try:
+                    score, samples = spice_future.result()
+                    corpus["SPICE"], per_sample["SPICE"] = score, samples
+                except RuntimeError as err:
+                    unavailable["SPICE"] = str(err)
+    finally:
+        del meteor  # its __del__ closes the JVM
+    return corpus, per_sample, unavailable
+
+
+# --- CLIPScore ----------------------------------------------------------------------------------
+
+
+def load_clip(model_name_or_path: str) -> tuple[Any, Any]:
+    """A CLIP model (eval mode) and its processor, from a local folder or a hub id."""
+    from transformers import CLIPModel, CLIPProcessor
+
+    try:
+        model = CLIPModel.from_pretrained(model_name_or_path)
+        processor = CLIPProcessor.from_pretrained(model_name_or_path)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(
+            f"cannot load CLIP model: {first}", path=model_name_or_path, field="clip_model"
+        ) from None
+    return model.eval(), processor
+
+
+def resolve_image(image: str, image_root: str | Path) -> Path:
+    """The image file for a record; a missing file is an InputError naming the path."""
+    path = Path(image)
+    if not path.is_absolute():
+        path = Path(image_root) / image
+    if not path.is_file():
+        raise InputError("image not found", path=path, field="image")
+    return path
+
+
+def clip_scores(
+    pairs: list[CaptionPair], image_root: str | Path, model_name_or_path: str
+) -> list[float]:
+    """Per-sample CLIPScore = 100 * max(cos(image, text), 0) by torchmetrics' `clip_score`.
+
+    Scored one pair at a time so that the clamp at 0 applies per sample (the CLIPScore paper's
+    definition); torchmetrics' CLIPScore class would clamp the corpus mean instead.
+    """
+    import torch
+    from PIL import Image, UnidentifiedImageError
+    from torchmetrics.functional.multimodal import clip_score
+    from torchvision.transforms.functional import pil_to_tensor
+
+    paths = [resolve_image(pair.image, image_root) for pair in pairs]  # fail before loading
+    model, processor = load_clip(model_name_or_path)
+    scores = []
+    with torch.inference_mode():
+        for pair, path in zip(pairs, paths, strict=True):
+            try:
+                with Image.open(path) as handle:
+                    pixels = pil_to_tensor(handle.convert("RGB"))  # (3, H, W) uint8
+            except (UnidentifiedImageError, OSError) as err:
+                raise InputError(f"cannot read image: {err}", path=path, field="image") from None
+            value = clip_score(
+                pixels, pair.prediction, model_name_or_path=lambda: (model, processor)
+            )
+            scores.append(float(value))
+    return scores
+
+
+# --- the evaluation -----------------------------------------------------------------------------
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def evaluate_captions(
+    predictions: str | Path | Iterable[PredictionRecord | Mapping[str, Any] | tuple[str, str]],
+    references: str | Path | Mapping[str, tuple[str, str]] | None = None,
+    *,
+    split: str | None = None,
+    image_root: str | Path | None = None,
+    clip_model: str | None = None,
+    clean: CleanMode = "auto",
+    spice_jars: str | Path | None = None,
+    on_duplicate: DuplicatePolicy = "error",
+) -> EvaluationResult:
+    """Caption metrics of predictions against references (compat definitions, metrics.md).
+
+    `predictions`: a prediction file, or in-memory records / dicts / (image, text) pairs.
+    `references`: a captions JSON/JSONL/CSV file, a mapping image key -> (image, caption), or
+    None to use each prediction's `target`. Returns the report (`metrics`, `n`, `unavailable`,
+    `counts`, `signature`) and one details row per item.
+    """
+    check_choice("clean", clean, ("auto", "none"))
+    records, source = as_records(predictions)
+    reference_map = (
+        read_references(references, split) if isinstance(references, str | Path) else references
+    )
+    pairs, counts = build_caption_pairs(
+        records, reference_map, clean=clean, on_duplicate=on_duplicate, source=source
+    )
+    jar_dir, spice_reason = find_spice_jars(spice_jars)
+    corpus, per_sample, unavailable = score_caption_pairs(
+        [p.prediction for p in pairs], [p.reference for p in pairs], spice_jar_dir=jar_dir
+    )
+    if spice_reason is not None:
+        unavailable["SPICE"] = spice_reason
+    clip: list[float] | None = None
+    if clip_model is not None and image_root is not None:
+        clip = clip_scores(pairs, image_root, clip_model)
+    else:
+        unavailable["CLIPScore"] = (
+            "CLIPScore needs the images and a CLIP model: give --image-root and --clip-model"
+            + (
+                f" (missing: {'--image-root' if clip_model else '--clip-model'})"
+                if (clip_model or image_root)
+                else ""
+            )
+        )
+    n = len(pairs)
+    metrics: dict[str, Any] = {
+        "CIDEr": corpus["CIDEr"],
+        "SPICE": corpus["SPICE"],
+        "CLIPScore": sum(clip) / n if clip is not None else None,
+        **{f"BLEU-{k}": corpus[f"BLEU-{k}"] for k in range(1, 5)},
+        "METEOR": corpus["METEOR"],
+        "ROUGE-L": corpus["ROUGE-L"],
+        "avg_prediction_length": sum(_words(p.raw_prediction) for p in pairs) / n,
+        "avg_target_length": sum(_words(p.reference) for p in pairs) / n,
+    }
+    if clip is not None:
+        per_sample["CLIPScore"] = clip
+    details = []
+    for index, pair in enumerate(pairs):
+        row: dict[str, Any] = {
+            "image": pair.image,
+            "missing": pair.missing,
+            "prediction": pair.prediction,
+            "reference": pair.reference,
+        }
+        row.update({name: values[index] for name, values in per_sample.items()})
+        details.append(row)
+    report = {
+        "task": "captions",
+        "definition": "compat",
+        "metrics": metrics,
+        "n": n,
+        "unavailable": unavailable,
+        "counts": counts,
+        "signature": signature(
+            metrics={
+                "pycocoevalcap": _version("pycocoevalcap"),
+                "torchmetrics": _version("torchmetrics"),
+            },
+            settings={
+                "clean": clean,
+                "tokenizer": "PTB (pycocoevalcap)",
+                "references_per_item": 1,
+                "on_duplicate": on_duplicate,
+                "clip_model": clip_model,
+                "spice_jars": str(jar_dir) if jar_dir else None,
+                "split": split,
+            },
+            data={
+                "predictions": source,
+                "references": str(references) if isinstance(references, str | Path) else None,
+            },
+        ),
+    }
+    return EvaluationResult(report=report, details=details)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None

@@ -1,0 +1,90 @@
+"""Side-by-side comparison of several report JSON files (captions or safety)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from roadscene.errors import InputError
+from roadscene.io import read_text
+from roadscene.metrics.truth import FIELD_REPORT_NAMES
+from roadscene.report.markdown import fmt, table
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """A report JSON written by `roadscene evaluate`; anything else is an InputError."""
+    try:
+        report = json.loads(read_text(path))
+    except json.JSONDecodeError as err:
+        raise InputError(f"malformed JSON: {err.msg}", path=path, line=err.lineno) from None
+    if not isinstance(report, dict) or report.get("task") not in ("captions", "safety"):
+        raise InputError("not a roadscene evaluation report (no task captions|safety)", path=path)
+    return report
+
+
+def _get(block: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(block, dict) or key not in block:
+            return None
+        block = block[key]
+    return block
+
+
+def headline_metrics(report: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The figures worth comparing, in display order, as (label, value)."""
+    rows: list[tuple[str, Any]] = [("n", report.get("n"))]
+    if report["task"] == "captions":
+        rows += list(report["metrics"].items())
+        return rows
+    rows.append(("missing", report.get("missing")))
+    strict = report.get("strict")
+    if strict:
+        for name in FIELD_REPORT_NAMES.values():
+            block = strict["fields"][name]
+            rows += [
+                (f"strict {name} accuracy", _get(block, "accuracy", "rate")),
+                (f"strict {name} acc. w/o unknown truth",
+                 _get(block, "accuracy_known_truth", "rate")),
+                (f"strict {name} balanced acc.", block.get("balanced_accuracy")),
+                (f"strict {name} macro-F1", block.get("macro_f1")),
+            ]  # fmt: skip
+        rows.append(("strict consistency", _get(strict, "consistency", "rate")))
+        for side in ("near", "far"):
+            rows += [
+                (f"strict {side} micro-F1", _get(strict, "objects", side, "micro", "f1")),
+                (f"strict {side} macro-F1", _get(strict, "objects", side, "macro", "f1")),
+                (f"strict {side} position acc.",
+                 _get(strict, "objects", side, "micro", "position_accuracy", "rate")),
+                (f"strict {side} count acc.",
+                 _get(strict, "objects", side, "micro", "count_accuracy", "rate")),
+            ]  # fmt: skip
+    compat = report.get("compat")
+    if compat:
+        for name in FIELD_REPORT_NAMES.values():
+            rows.append((f"compat {name} accuracy", _get(compat, "accuracy", name, "rate")))
+        for cls, block in compat["objects"].items():
+            rows.append(
+                (
+                    f"compat {cls} recall / precision",
+                    f"{fmt(block['recall'], 2)} / {fmt(block['precision'], 2)}",
+                )
+            )
+    return rows
+
+
+def comparison_table(
+    reports: list[dict[str, Any]], names: list[str]
+) -> tuple[list[str], list[list[str]]]:
+    """(header, rows): one row per figure, one column per report; `—` where a report lacks it."""
+    columns = [dict(headline_metrics(r)) for r in reports]
+    labels: list[str] = []
+    for report in reports:
+        labels += [label for label, _ in headline_metrics(report) if label not in labels]
+    rows = [[label, *(fmt(col.get(label), 4) for col in columns)] for label in labels]
+    return ["metric", *names], rows
+
+
+def comparison_markdown(reports: list[dict[str, Any]], names: list[str]) -> str:
+    header, rows = comparison_table(reports, names)
+    return "\n".join(table(header, rows)).rstrip() + "\n"
