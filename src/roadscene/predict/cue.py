@@ -1,0 +1,186 @@
+"""The navigation cue: one short, actionable sentence for a pedestrian, from the structured fields.
+
+A deterministic rule table (first matching rule wins; documented in docs/structured.md):
+
+| rule | when                                                        | action                    |
+|------|-------------------------------------------------------------|---------------------------|
+| R1   | road `front` or relation `crossing_front`                   | stop_crossing             |
+| R2   | a close object in the center                                | step_left / step_right /  |
+|      |   free side = no close object there and no road there;      | step_either /             |
+|      |   both free -> the sidewalk's side if it is left or right   | stop_blocked              |
+| R3   | road `center`                                               | keep_{sidewalk side} /    |
+|      |                                                             | caution                   |
+| R4   | close objects on one side only -> keep to the other side,   | keep_left / keep_right /  |
+|      |   unless the road or the sidewalk is there; on both sides   | caution / straight        |
+|      |   -> straight on                                            |                           |
+| R5   | nothing close: keep toward a left/right sidewalk (caution   | keep_left / keep_right /  |
+|      |   if the road is on that side too), straight on a center    | straight / caution        |
+|      |   sidewalk, caution when no sidewalk is seen                |                           |
+
+"Road side" means the side the road field names (left/right) and the side the relation implies
+(`left_of` -> left, `right_of` -> right): an inconsistent answer blocks both, so a cue never sends
+anyone toward a road any field mentions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from roadscene.schema import OBJECT_CLASSES, POSITIONS, SceneAnnotation
+from roadscene.targets import OBJECT_NAMES, ParsedResponse, scene_from_parsed
+
+CueAction = Literal[
+    "stop_crossing",
+    "step_left",
+    "step_right",
+    "step_either",
+    "stop_blocked",
+    "keep_left",
+    "keep_right",
+    "straight",
+    "caution",
+]
+CUE_ACTIONS: tuple[str, ...] = CueAction.__args__  # type: ignore[attr-defined]
+SIDES: tuple[str, str] = ("left", "right")
+PATH_CLEAR = "Path clear"
+
+
+@dataclass(frozen=True)
+class NavigationCue:
+    """The cue: what to do (`action`), which rule chose it, and the sentence to show or say."""
+
+    action: CueAction
+    rule: str
+    text: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"action": self.action, "rule": self.rule, "text": self.text}
+
+
+def _other(side: str) -> str:
+    return "right" if side == "left" else "left"
+
+
+def road_sides(road: str, relation: str) -> set[str]:
+    """Sides (left/right) where any field puts the road."""
+    sides = {road} & set(SIDES)
+    if relation == "left_of":
+        sides.add("left")
+    elif relation == "right_of":
+        sides.add("right")
+    return sides
+
+
+def _objects_at(near: dict[str, list[str]], position: str) -> str:
+    """`Obstacle`, `2 people`, `Objects`: what is close at one position (render order)."""
+    counts = {cls: near.get(cls, []).count(position) for cls in OBJECT_CLASSES}
+    present = [cls for cls, count in counts.items() if count]
+    if len(present) > 1:
+        return "Objects"
+    cls = present[0]
+    singular, plural = OBJECT_NAMES[cls]
+    name = singular if counts[cls] == 1 else plural
+    return name[0].upper() + name[1:]
+
+
+def _objects_on_sides(near: dict[str, list[str]], sides: list[str]) -> str:
+    names = {_objects_at(near, side) for side in sides}
+    return names.pop() if len(names) == 1 else "Objects"
+
+
+def navigation_cue(
+    sidewalk: str, road: str, relation: str, near: dict[str, list[str]] | None = None
+) -> NavigationCue:
+    """The cue for normalised fields and close objects (class -> one position per object)."""
+    near = {cls: list(positions) for cls, positions in (near or {}).items()}
+    occupied = {p for positions in near.values() for p in positions if p in POSITIONS}
+    roads = road_sides(road, relation)
+
+    # R1: a road crossing ahead outranks everything.
+    if road == "front" or relation == "crossing_front":
+        return NavigationCue(
+            "stop_crossing", "R1", "Road crossing ahead: stop and check for traffic."
+        )
+
+    # R2: something close in the center of the path.
+    if "center" in occupied:
+        what = _objects_at(near, "center")
+        free = [side for side in SIDES if side not in occupied and side not in roads]
+        if len(free) == 2 and sidewalk in SIDES:
+            free = [sidewalk]
+        if len(free) == 1:
+            return NavigationCue(
+                f"step_{free[0]}", "R2", f"{what} close ahead: step to the {free[0]}."
+            )
+        if len(free) == 2:
+            return NavigationCue(
+                "step_either", "R2", f"{what} close ahead: step around it, left or right."
+            )
+        return NavigationCue(
+            "stop_blocked", "R2", f"{what} close ahead, no free side: stop and go around with care."
+        )
+
+    # R3: the road runs straight ahead in the middle of the image.
+    if road == "center":
+        if sidewalk in SIDES and sidewalk not in roads and sidewalk not in occupied:
+            return NavigationCue(
+                f"keep_{sidewalk}",
+                "R3",
+                f"Road ahead in the center: keep to the sidewalk on your {sidewalk}.",
+            )
+        return NavigationCue(
+            "caution", "R3", "Road ahead in the center: you may be on the road, walk with care."
+        )
+
+    # R4: close objects on the sides only.
+    sides_taken = [side for side in SIDES if side in occupied]
+    if len(sides_taken) == 2:
+        what = _objects_on_sides(near, sides_taken)
+        return NavigationCue(
+            "straight", "R4", f"{what} close on both sides: go straight ahead with care."
+        )
+    if len(sides_taken) == 1:
+        side = sides_taken[0]
+        what = _objects_at(near, side)
+        other = _other(side)
+        if other in roads:
+            return NavigationCue(
+                "caution",
+                "R4",
+                f"{what} close on the {side}, road on the {other}: go straight with care.",
+            )
+        if sidewalk == side:
+            return NavigationCue(
+                "caution", "R4", f"{what} close on your sidewalk on the {side}: pass with care."
+            )
+        return NavigationCue(f"keep_{other}", "R4", f"{what} close on the {side}: keep {other}.")
+
+    # R5: nothing close.
+    if sidewalk in SIDES:
+        if sidewalk in roads:
+            return NavigationCue(
+                "caution",
+                "R5",
+                f"{PATH_CLEAR}, but the road is also on your {sidewalk}: walk with care.",
+            )
+        return NavigationCue(
+            f"keep_{sidewalk}", "R5", f"{PATH_CLEAR}: keep to the sidewalk on your {sidewalk}."
+        )
+    if sidewalk == "center":
+        return NavigationCue("straight", "R5", f"{PATH_CLEAR}: continue straight on the sidewalk.")
+    return NavigationCue("caution", "R5", f"{PATH_CLEAR}, but no sidewalk seen: walk with care.")
+
+
+def cue_for_scene(scene: SceneAnnotation) -> NavigationCue:
+    """The cue for a normalised scene (annotation or parsed answer)."""
+    return navigation_cue(scene.sidewalk, scene.road, scene.relation, scene.near)
+
+
+def cue_for_parsed(parsed: ParsedResponse) -> NavigationCue:
+    """The cue for a parsed answer: missing fields count as `unknown`, and a mention without a
+    position counts as being in the center (the cautious reading)."""
+    scene = scene_from_parsed(parsed)
+    # keep the answer's own relation (scene_from_parsed re-derives it from sidewalk and road)
+    relation = parsed.relation or "unknown"
+    return navigation_cue(scene.sidewalk, scene.road, relation, scene.near)
