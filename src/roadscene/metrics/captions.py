@@ -286,6 +286,33 @@ def score_caption_pairs(
 # --- CLIPScore ----------------------------------------------------------------------------------
 
 
+def _features_tensor(output: Any) -> Any:
+    # transformers 5 returns a ModelOutput (projected features in `pooler_output`), 4.x a tensor.
+    return output if hasattr(output, "norm") else output.pooler_output
+
+
+def _clip_for_torchmetrics(model: Any) -> Any:
+    """The CLIP model behind the interface torchmetrics' clip_score calls (features as tensors)."""
+    import torch
+
+    class ClipFeatures(torch.nn.Module):
+        def __init__(self, clip: Any) -> None:
+            super().__init__()
+            self.clip = clip
+            self.config = clip.config
+
+        def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+            return _features_tensor(self.clip.get_image_features(pixel_values=pixel_values))
+
+        def get_text_features(
+            self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+        ) -> torch.Tensor:
+            output = self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
+            return _features_tensor(output)
+
+    return ClipFeatures(model).eval()
+
+
 def load_clip(model_name_or_path: str) -> tuple[Any, Any]:
     """A CLIP model (eval mode) and its processor, from a local folder or a hub id."""
     from transformers import CLIPModel, CLIPProcessor
@@ -326,6 +353,7 @@ def clip_scores(
 
     paths = [resolve_image(pair.image, image_root) for pair in pairs]  # fail before loading
     model, processor = load_clip(model_name_or_path)
+    model = _clip_for_torchmetrics(model)
     scores = []
     with torch.inference_mode():
         for pair, path in zip(pairs, paths, strict=True):
@@ -375,23 +403,27 @@ def evaluate_captions(
         records, reference_map, clean=clean, on_duplicate=on_duplicate, source=source
     )
     jar_dir, spice_reason = find_spice_jars(spice_jars)
+    # CLIPScore first: a missing image or model fails before the JVMs start.
+    clip: list[float] | None = None
+    clip_reason: str | None = None
+    if clip_model is not None and image_root is not None:
+        clip = clip_scores(pairs, image_root, clip_model)
+    else:
+        missing = [
+            opt
+            for opt, value in (("--image-root", image_root), ("--clip-model", clip_model))
+            if value is None
+        ]
+        clip_reason = (
+            f"CLIPScore needs the images and a CLIP model: missing {' and '.join(missing)}"
+        )
     corpus, per_sample, unavailable = score_caption_pairs(
         [p.prediction for p in pairs], [p.reference for p in pairs], spice_jar_dir=jar_dir
     )
     if spice_reason is not None:
         unavailable["SPICE"] = spice_reason
-    clip: list[float] | None = None
-    if clip_model is not None and image_root is not None:
-        clip = clip_scores(pairs, image_root, clip_model)
-    else:
-        unavailable["CLIPScore"] = (
-            "CLIPScore needs the images and a CLIP model: give --image-root and --clip-model"
-            + (
-                f" (missing: {'--image-root' if clip_model else '--clip-model'})"
-                if (clip_model or image_root)
-                else ""
-            )
-        )
+    if clip_reason is not None:
+        unavailable["CLIPScore"] = clip_reason
     n = len(pairs)
     metrics: dict[str, Any] = {
         "CIDEr": corpus["CIDEr"],
