@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 # name -> "module:Class" (lazy: importing torch/transformers only when a family is used)
 _FAMILIES: dict[str, str] = {
     "smolvlm": "roadscene.models.smolvlm:SmolVLMFamily",
+    "flamingo": "roadscene.models.flamingo.family:FlamingoFamily",
 }
 
 

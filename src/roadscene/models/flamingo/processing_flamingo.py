@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from transformers import AutoTokenizer, CLIPImageProcessor, PreTrainedTokenizerBase
+from transformers import CLIPImageProcessor, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 ENDOFCHUNK = "<|endofchunk|>"
 MEDIA_TOKEN = "<image>"
@@ -83,7 +83,9 @@ class FlamingoProcessor:
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> FlamingoProcessor:
-        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        # Saved folders always hold tokenizer.json; AutoTokenizer would also try (and warn about)
+        # reading our config.json as a transformers-known model type.
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(directory))
         image_processor = CLIPImageProcessor.from_pretrained(str(directory))
         return cls(tokenizer, image_processor)
 

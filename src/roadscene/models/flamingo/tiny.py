@@ -3,6 +3,7 @@ perceiver, and a byte-level BPE tokenizer trained locally (nothing from the hub)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -34,8 +35,11 @@ _TOKENIZER_CORPUS = [
 ]
 
 
-def train_tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """Byte-level BPE (GPT-NeoX style, `<|endoftext|>` = 0) + the three Flamingo tokens last."""
+def train_tiny_tokenizer(
+    corpus: Sequence[str] | None = None, *, flamingo_tokens: bool = True
+) -> PreTrainedTokenizerFast:
+    """Byte-level BPE (GPT-NeoX style, `<|endoftext|>` = 0) trained on the built-in corpus plus
+    `corpus`, then the three Flamingo tokens as the last ids."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -45,14 +49,14 @@ def train_tiny_tokenizer() -> PreTrainedTokenizerFast:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(_TOKENIZER_CORPUS * 4, trainer=trainer)
+    tokenizer.train_from_iterator([*_TOKENIZER_CORPUS, *(corpus or [])], trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         bos_token="<|endoftext|>",
         eos_token="<|endoftext|>",
         unk_token="<|endoftext|>",
     )
-    return add_flamingo_tokens(fast)
+    return add_flamingo_tokens(fast) if flamingo_tokens else fast
 
 
 def tiny_config(tokenizer: PreTrainedTokenizerFast) -> FlamingoConfig:
@@ -88,10 +92,10 @@ def tiny_config(tokenizer: PreTrainedTokenizerFast) -> FlamingoConfig:
 
 
 def build_tiny_flamingo(
-    seed: int = 0, gate_init: float = 0.0
+    seed: int = 0, gate_init: float = 0.0, corpus: Sequence[str] | None = None
 ) -> tuple[FlamingoForConditionalGeneration, FlamingoProcessor]:
     """Random-init tiny model and its processor (32 px images, 8 latents, 2+2 layers)."""
-    tokenizer = train_tiny_tokenizer()
+    tokenizer = train_tiny_tokenizer(corpus)
     config = tiny_config(tokenizer)
     config.gate_init = gate_init
     torch.manual_seed(seed)
@@ -100,12 +104,17 @@ def build_tiny_flamingo(
     return model, processor
 
 
-def save_tiny_flamingo(out_dir: str | Path, seed: int = 0, gate_init: float = 0.0) -> Path:
+def save_tiny_flamingo(
+    out_dir: str | Path,
+    seed: int = 0,
+    gate_init: float = 0.0,
+    corpus: Sequence[str] | None = None,
+) -> Path:
     """Write a loadable tiny Flamingo folder (safetensors, config, tokenizer, image processor)."""
     from roadscene.io import atomic_dir
 
     out_dir = Path(out_dir)
-    model, processor = build_tiny_flamingo(seed=seed, gate_init=gate_init)
+    model, processor = build_tiny_flamingo(seed=seed, gate_init=gate_init, corpus=corpus)
     with atomic_dir(out_dir) as staging:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
