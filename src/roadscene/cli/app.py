@@ -12,6 +12,7 @@ import typer
 
 from roadscene.cli import data as data_cli
 from roadscene.cli import evaluate as evaluate_cli
+from roadscene.cli import synth as synth_cli
 from roadscene.errors import InputError
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_cli.app, name="data")
+data_cli.app.command("synth")(synth_cli.synth)
 app.add_typer(evaluate_cli.app, name="evaluate")
 
 
