@@ -46,7 +46,8 @@ def main() -> None:
     except Exception as err:  # click usage errors and the like
         import click
 
-        if isinstance(err, click.ClickException):
+        # typer 0.29 raises its vendored click's exceptions (subclasses of TyperException).
+        if isinstance(err, click.ClickException | typer.TyperException) and hasattr(err, "show"):
             err.show()
             sys.exit(2)
         raise
