@@ -11,8 +11,12 @@ import sys
 import typer
 
 from roadscene.cli import data as data_cli
+from roadscene.cli import demo as demo_cli
 from roadscene.cli import evaluate as evaluate_cli
+from roadscene.cli import model as model_cli
+from roadscene.cli import predict as predict_cli
 from roadscene.cli import synth as synth_cli
+from roadscene.cli import train as train_cli
 from roadscene.errors import InputError
 
 app = typer.Typer(
@@ -26,6 +30,10 @@ app = typer.Typer(
 app.add_typer(data_cli.app, name="data")
 data_cli.app.command("synth")(synth_cli.synth)
 app.add_typer(evaluate_cli.app, name="evaluate")
+app.add_typer(model_cli.app, name="model")
+app.command("train")(train_cli.train)
+app.command("predict")(predict_cli.predict)
+app.command("demo")(demo_cli.demo)
 
 
 def main() -> None:

@@ -1,0 +1,62 @@
+"""`roadscene predict --model ... --data FILE --out FILE.jsonl`: batched, resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def predict(
+    model: str = typer.Option(
+        ..., "--model", help="Hub id, saved model folder, or a training output (adapter) folder."
+    ),
+    data: Path = typer.Option(..., "--data", help="bvpi_sft_*.jsonl or captions_*.json file."),
+    out: Path = typer.Option(..., "--out", help="Output JSONL (re-running continues it)."),
+    image_root: Path | None = typer.Option(
+        None, "--image-root", help="Folder image paths are relative to (default: the data file's)."
+    ),
+    adapter: Path | None = typer.Option(None, "--adapter", help="PEFT adapter folder."),
+    family: str | None = typer.Option(
+        None, "--family", help="Model family (default: from the saved config / model type)."
+    ),
+    task: str = typer.Option("auto", "--task", help="auto, caption, bvpi or annotated."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Items per generate call."),
+    num_beams: int = typer.Option(1, "--num-beams", min=1, help="1 = greedy, K = beam search."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1, help="Answer length cap."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N rows."),
+    on_bad_image: str = typer.Option(
+        "error", "--on-bad-image", help="error: stop naming the image; skip: skip and count."
+    ),
+) -> None:
+    """Generate answers (answer text only) for every row; one JSON line per item."""
+    from roadscene.errors import InputError
+    from roadscene.predict.runner import predict_file
+
+    if task not in {"auto", "caption", "bvpi", "annotated"}:
+        raise InputError(f"unknown --task '{task}'; allowed: auto, caption, bvpi, annotated")
+    if on_bad_image not in {"error", "skip"}:
+        raise InputError(f"unknown --on-bad-image '{on_bad_image}'; allowed: error, skip")
+    summary = predict_file(
+        model,
+        data,
+        out,
+        image_root=image_root,
+        adapter=adapter,
+        family=family,
+        task=task,  # type: ignore[arg-type]
+        batch_size=batch_size,
+        num_beams=num_beams,
+        max_new_tokens=max_new_tokens,
+        limit=limit,
+        on_bad_image=on_bad_image,  # type: ignore[arg-type]
+    )
+    typer.echo(
+        f"wrote {summary.written} predictions to {out} ({summary.already_done} already there"
+        + (f", {summary.items_per_second:.2f} items/s" if summary.written else "")
+        + ")"
+    )
+    if summary.skipped_bad_images:
+        typer.echo(f"skipped {len(summary.skipped_bad_images)} rows with bad images:")
+        for line, image, reason in summary.skipped_bad_images:
+            typer.echo(f"  line {line}: {image}: {reason}")

@@ -1,0 +1,262 @@
+"""Typed training configuration: defaults -> YAML recipe -> `--set key=value` overrides.
+
+Every field has a default and a help string; validation errors name the bad value and the
+allowed ones. The resolved config is written (`roadscene_config.yaml`) into the run folder and
+into every checkpoint, so `predict` can rebuild everything from the folder alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from roadscene.errors import InputError
+
+CONFIG_FILENAME = "roadscene_config.yaml"
+
+Task = Literal["caption", "bvpi", "annotated"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(_Section):
+    family: str = Field("smolvlm", description="Model family (roadscene.models.list_families()).")
+    name_or_path: str = Field(
+        "HuggingFaceTB/SmolVLM2-2.2B-Instruct", description="Hub id or local model folder."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype; auto = bf16 on CUDA, fp32 on CPU."
+    )
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, value: str) -> str:
+        from roadscene.models import list_families
+
+        if value not in list_families():
+            raise ValueError(f"unknown family '{value}'; allowed: {', '.join(list_families())}")
+        return value
+
+
+class FinetuneSection(_Section):
+    method: Literal["lora", "qlora", "full"] = Field(
+        "lora",
+        description="lora: adapters on a frozen model; qlora: 4-bit NF4 base + adapters; "
+        "full: every weight trains.",
+    )
+    lora_r: int = Field(16, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / r).")
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    target_modules: list[str] | str | None = Field(
+        None,
+        description="LoRA targets: leaf names (e.g. [q_proj, v_proj]), 'all-linear', or null for "
+        "the family default (SmolVLM: text model q_proj/v_proj).",
+    )
+    text_only: bool = Field(
+        True, description="Restrict a list of target names to the language model."
+    )
+    freeze_vision: bool = Field(
+        False, description="With method=full: keep the vision tower frozen."
+    )
+
+
+class DataSection(_Section):
+    task: Task = Field(
+        "bvpi",
+        description="caption: captions_{split}.json -> caption; bvpi: bvpi_sft_{split}.jsonl "
+        "prompt -> response; annotated: annotation JSON in the prompt -> Nearby/Far/Context text.",
+    )
+    data_dir: str = Field("data/processed", description="Folder written by `roadscene data build`.")
+    image_root: str = Field(
+        "", description="Folder image paths are resolved against ('' = relative to data_dir)."
+    )
+    train_split: str = Field("train", description="Split trained on.")
+    eval_split: str | None = Field("val", description="Split for eval loss (null: no evaluation).")
+    on_bad_image: Literal["error", "skip"] = Field(
+        "error", description="Missing/unreadable image: stop naming it, or skip and count it."
+    )
+    max_train_examples: int | None = Field(None, ge=1, description="Use the first N train rows.")
+    max_eval_examples: int | None = Field(None, ge=1, description="Use the first N eval rows.")
+    cache_encoded: bool = Field(
+        False,
+        description="Keep encoded tensors (token ids + pixels) in memory after the first epoch; "
+        "good for tiny images, too big for full-size SmolVLM tiles.",
+    )
+
+
+class TrainSection(_Section):
+    output_dir: str = Field("runs/smolvlm", description="Run folder (checkpoints, final model).")
+    num_epochs: float = Field(3.0, gt=0, description="Epochs (ignored when max_steps > 0).")
+    max_steps: int = Field(-1, description="Stop after this many optimiser steps (-1: epochs).")
+    batch_size: int = Field(2, ge=1, description="Per-device train batch size.")
+    eval_batch_size: int = Field(8, ge=1, description="Per-device eval batch size.")
+    grad_accum: int = Field(4, ge=1, description="Gradient accumulation steps.")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    adam_beta2: float = Field(0.999, gt=0, lt=1, description="AdamW beta2.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "linear", description="Learning-rate schedule after warm-up."
+    )
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping.")
+    seed: int = Field(0, description="Seed for initialisation, shuffling and dropout.")
+    padding: Literal["longest", "max_length"] = Field(
+        "longest",
+        description="longest: pad each batch to its longest example (dynamic); max_length: pad "
+        "every batch to pad_to_length.",
+    )
+    pad_to_length: int = Field(384, ge=1, description="Length used when padding=max_length.")
+    group_by_length: bool = Field(False, description="Batch examples of similar length together.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+    bf16: Literal["auto", "true", "false"] = Field(
+        "auto", description="bf16 mixed precision; auto = on CUDA with bf16 support."
+    )
+    logging_steps: int = Field(10, ge=1, description="Log the training loss every N steps.")
+    eval_steps: int = Field(
+        100, ge=1, description="Eval loss + generation metrics + checkpoint every N steps."
+    )
+    save_total_limit: int | None = Field(2, ge=1, description="Checkpoints kept (best kept too).")
+    dataloader_num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    report_to: str = Field("none", description="Trainer loggers (none, tensorboard, ...).")
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads (null: default).")
+
+
+class GenerationEvalSection(_Section):
+    enabled: bool = Field(True, description="Generate on a val subset at every eval step.")
+    num_examples: int = Field(16, ge=1, description="Val examples generated each time.")
+    batch_size: int = Field(8, ge=1, description="Generation batch size.")
+    max_new_tokens: int = Field(128, ge=1, description="Generation length limit.")
+    keep_best: bool = Field(
+        True, description="Keep the checkpoint with the best field accuracy as the final model."
+    )
+
+
+class TrainConfig(_Section):
+    """The whole recipe. Sections: model, finetune, data, train, generation_eval."""
+
+    model: ModelSection = Field(default_factory=ModelSection)
+    finetune: FinetuneSection = Field(default_factory=FinetuneSection)
+    data: DataSection = Field(default_factory=DataSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    generation_eval: GenerationEvalSection = Field(default_factory=GenerationEvalSection)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if (
+            self.generation_eval.enabled
+            and self.generation_eval.keep_best
+            and not self.data.eval_split
+        ):
+            raise ValueError(
+                "generation_eval.keep_best needs data.eval_split; set generation_eval.enabled=false "
+                "or give an eval split"
+            )
+        return self
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif first["type"] == "literal_error":
+        message = f"got {first['input']!r}; {message}"
+    return f"{source}: '{where}': {message}"
+
+
+def _allowed_keys(section: str | None) -> list[str]:
+    if section is None:
+        return list(TrainConfig.model_fields)
+    annotation = TrainConfig.model_fields[section].annotation
+    return list(annotation.model_fields)  # type: ignore[union-attr]
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`train.learning_rate=1e-4` -> (["train", "learning_rate"], 1e-4); values parse as YAML."""
+    import yaml
+
+    if "=" not in item:
+        raise InputError(f"override '{item}' is not key=value (e.g. train.learning_rate=1e-4)")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    if len(parts) != 2 or parts[0] not in TrainConfig.model_fields:
+        raise InputError(
+            f"override key '{key}' must be section.field with section one of "
+            f"{', '.join(TrainConfig.model_fields)}"
+        )
+    section, name = parts
+    if name not in _allowed_keys(section):
+        raise InputError(
+            f"unknown key '{key}'; keys of '{section}': {', '.join(_allowed_keys(section))}"
+        )
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Defaults, then the YAML recipe at `path`, then `section.key=value` overrides."""
+    import yaml
+
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        from roadscene.io import read_text
+
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(read_text(path))
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            line = mark.line + 1 if mark is not None else None
+            raise InputError(
+                f"malformed YAML: {getattr(err, 'problem', err)}", path=path, line=line
+            ) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise InputError("a recipe must be a mapping of sections", path=path)
+        for section in loaded:
+            if section not in TrainConfig.model_fields:
+                raise InputError(
+                    f"unknown section '{section}'; allowed: {', '.join(TrainConfig.model_fields)}",
+                    path=path,
+                )
+        raw = loaded
+    for item in overrides or []:
+        (section, name), value = parse_override(item)
+        raw.setdefault(section, {})
+        if raw[section] is None:
+            raw[section] = {}
+        raw[section][name] = value
+    if overrides:
+        source += " + --set"
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as err:
+        raise InputError(_format_validation_error(err, source)) from None
+
+
+def save_config(config: TrainConfig, folder: str | Path) -> Path:
+    """Write the resolved config as YAML into `folder` (atomically)."""
+    import yaml
+
+    from roadscene.io import atomic_write
+
+    path = Path(folder) / CONFIG_FILENAME
+    with atomic_write(path) as handle:
+        yaml.safe_dump(config.model_dump(mode="json"), handle, sort_keys=False)
+    return path
+
+
+def read_saved_config(folder: str | Path) -> TrainConfig | None:
+    """The resolved config saved in a run or checkpoint folder, or None if there is none."""
+    path = Path(folder) / CONFIG_FILENAME
+    return load_config(path) if path.is_file() else None

@@ -1,0 +1,245 @@
+"""`roadscene train`: config -> data -> model (LoRA / QLoRA / full) -> HF Trainer -> saved model.
+
+The HF Trainer does the loop, so `torchrun` / `accelerate launch` scale it out unchanged. The
+final folder (`{output_dir}/model`) holds the adapter (or full model), the processor with its
+chat template and the resolved config: `roadscene predict --model {output_dir}/model` needs
+nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from roadscene.errors import InputError
+from roadscene.train.config import TrainConfig, save_config
+
+MODEL_SUBDIR = "model"
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    metrics: dict[str, float]
+    skipped_images: int
+    best_checkpoint: str | None
+
+
+def _torch_dtype(name: str) -> Any:
+    import torch
+
+    return None if name == "auto" else getattr(torch, name)
+
+
+def _use_bf16(setting: str) -> bool:
+    import torch
+
+    if setting == "auto":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return setting == "true"
+
+
+def prepare_model(model: Any, config: TrainConfig, family: Any) -> Any:
+    """Attach LoRA adapters (lora / qlora) or leave every weight trainable (full)."""
+    finetune = config.finetune
+    if finetune.method == "full":
+        for param in model.parameters():
+            param.requires_grad_(True)
+        return model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if finetune.method == "qlora":
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=config.train.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    lora = LoraConfig(
+        r=finetune.lora_r,
+        lora_alpha=finetune.lora_alpha,
+        lora_dropout=finetune.lora_dropout,
+        target_modules=family.lora_targets(finetune.target_modules, text_only=finetune.text_only),
+        bias="none",
+    )
+    return get_peft_model(model, lora)
+
+
+def _load_split(config: TrainConfig, split: str, limit: int | None) -> tuple[list, Any]:
+    from roadscene.train.data import check_images, load_records, task_file
+
+    data = config.data
+    image_root = data.image_root or data.data_dir
+    records = load_records(
+        data.task, task_file(data.task, split, data.data_dir), image_root, limit=limit
+    )
+    return check_images(records, data.on_bad_image)
+
+
+def run_training(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    extra_callbacks: list[Any] | None = None,
+    train_dataset_factory: Callable[[Any, Any], Any] | None = None,
+) -> TrainResult:
+    """Train as `config` says; `resume` continues from the newest checkpoint in output_dir.
+
+    `train_dataset_factory(family, processor)` replaces the train split's files with any dataset
+    of `family.encode` features (e.g. scenes rendered on the fly); eval data still comes from
+    `config.data`.
+    """
+    import torch
+    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from roadscene.io import atomic_dir, write_json
+    from roadscene.models import get_family
+    from roadscene.models.base import TrainingCollator
+    from roadscene.train.callbacks import GenerationEvalCallback, SaveConfigCallback
+    from roadscene.train.data import EncodedDataset
+
+    train_cfg = config.train
+    output_dir = Path(train_cfg.output_dir)
+    if train_cfg.num_threads:
+        torch.set_num_threads(train_cfg.num_threads)
+
+    last_checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if resume and last_checkpoint is None:
+        raise InputError("--resume given but there is no checkpoint-* folder", path=output_dir)
+    if not resume and last_checkpoint is not None:
+        raise InputError(
+            "output_dir already holds checkpoints; pass --resume to continue, or choose another "
+            "train.output_dir",
+            path=output_dir,
+        )
+
+    set_seed(train_cfg.seed)
+    family = get_family(config.model.family)
+    train_records: list = []
+    bad_train: Any = []
+    if train_dataset_factory is None:
+        train_records, bad_train = _load_split(
+            config, config.data.train_split, config.data.max_train_examples
+        )
+        if not train_records:
+            raise InputError(f"no usable training rows in split '{config.data.train_split}'")
+    eval_records: list = []
+    bad_eval_count = 0
+    if config.data.eval_split:
+        eval_records, bad_eval = _load_split(
+            config, config.data.eval_split, config.data.max_eval_examples
+        )
+        bad_eval_count = len(bad_eval)
+    skipped = len(bad_train) + bad_eval_count
+    if skipped:
+        print(f"skipped {skipped} rows with missing or unreadable images (data.on_bad_image=skip)")
+
+    quantization = "4bit" if config.finetune.method == "qlora" else "none"
+    use_bf16 = _use_bf16(train_cfg.bf16)
+    dtype = _torch_dtype(config.model.dtype)
+    if dtype is None and config.finetune.method == "full":
+        # Full fine-tuning keeps fp32 master weights; the Trainer autocasts to bf16 on GPU.
+        dtype = torch.float32
+    loaded = family.load(config.model.name_or_path, quantization=quantization, dtype=dtype)
+    model = prepare_model(loaded.model, config, family)
+    model.train()
+    processor = loaded.processor
+
+    train_dataset = (
+        train_dataset_factory(family, processor)
+        if train_dataset_factory is not None
+        else EncodedDataset(train_records, family, processor, cache=config.data.cache_encoded)
+    )
+    eval_dataset = (
+        EncodedDataset(eval_records, family, processor, cache=config.data.cache_encoded)
+        if eval_records
+        else None
+    )
+    gen = config.generation_eval
+    use_generation = gen.enabled and eval_dataset is not None
+    # Field accuracy only means something when answers carry the fields (bvpi).
+    best_metric = "field_accuracy" if config.data.task == "bvpi" else "loss"
+    keep_best = use_generation and gen.keep_best
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=train_cfg.num_epochs,
+        max_steps=train_cfg.max_steps,
+        per_device_train_batch_size=train_cfg.batch_size,
+        per_device_eval_batch_size=train_cfg.eval_batch_size,
+        gradient_accumulation_steps=train_cfg.grad_accum,
+        learning_rate=train_cfg.learning_rate,
+        weight_decay=train_cfg.weight_decay,
+        adam_beta2=train_cfg.adam_beta2,
+        warmup_steps=train_cfg.warmup_steps,
+        lr_scheduler_type=train_cfg.lr_scheduler,
+        max_grad_norm=train_cfg.max_grad_norm,
+        seed=train_cfg.seed,
+        bf16=use_bf16,
+        gradient_checkpointing=train_cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        logging_steps=train_cfg.logging_steps,
+        eval_strategy="steps" if eval_dataset is not None else "no",
+        eval_steps=train_cfg.eval_steps,
+        save_strategy="steps",
+        save_steps=train_cfg.eval_steps,
+        save_total_limit=train_cfg.save_total_limit,
+        load_best_model_at_end=keep_best,
+        metric_for_best_model=best_metric if keep_best else None,
+        greater_is_better=(best_metric != "loss") if keep_best else None,
+        train_sampling_strategy="group_by_length" if train_cfg.group_by_length else "random",
+        remove_unused_columns=False,
+        dataloader_num_workers=train_cfg.dataloader_num_workers,
+        report_to=train_cfg.report_to,
+        ddp_find_unused_parameters=False,
+    )
+    callbacks: list[Any] = [SaveConfigCallback(config)]
+    if use_generation:
+        callbacks.append(
+            GenerationEvalCallback(
+                family,
+                processor,
+                eval_records[: gen.num_examples],
+                batch_size=gen.batch_size,
+                max_new_tokens=gen.max_new_tokens,
+                output_dir=output_dir,
+            )
+        )
+    callbacks.extend(extra_callbacks or [])
+    pad_to = train_cfg.pad_to_length if train_cfg.padding == "max_length" else None
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=TrainingCollator(family, processor, pad_to_length=pad_to),
+        processing_class=processor,
+        callbacks=callbacks,
+    )
+    output = trainer.train(resume_from_checkpoint=last_checkpoint if resume else None)
+    metrics = dict(output.metrics)
+    if eval_dataset is not None and trainer.state.global_step > 0:
+        metrics.update(trainer.evaluate())
+
+    model_dir = output_dir / MODEL_SUBDIR
+    if trainer.is_world_process_zero():
+        with atomic_dir(model_dir) as tmp:
+            trainer.save_model(str(tmp))  # adapter or full weights + processor
+            save_config(config, tmp)
+        summary = {
+            "metrics": metrics,
+            "train_rows": len(train_dataset),
+            "eval_rows": len(eval_records),
+            "skipped_bad_images": skipped,
+            "best_checkpoint": trainer.state.best_model_checkpoint,
+            "global_step": trainer.state.global_step,
+        }
+        write_json(model_dir / "training_summary.json", summary)
+    trainer.accelerator.wait_for_everyone()
+    return TrainResult(
+        model_dir=model_dir,
+        metrics=metrics,
+        skipped_images=skipped,
+        best_checkpoint=trainer.state.best_model_checkpoint,
+    )
