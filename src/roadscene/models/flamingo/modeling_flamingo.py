@@ -312,6 +312,7 @@ class FlamingoForConditionalGeneration(FlamingoPreTrainedModel, GenerationMixin)
         cache: Cache | None = None,
         use_cache: bool | None = None,
         labels: torch.LongTensor | None = None,
+        num_items_in_batch: torch.Tensor | int | None = None,
         **kwargs,
     ) -> FlamingoOutput:
         """Either `vision_x` (pixels) or `media` (already encoded) must be given.
@@ -343,7 +344,7 @@ class FlamingoForConditionalGeneration(FlamingoPreTrainedModel, GenerationMixin)
             text_time=text_time,
         )
         logits = self.lang_encoder.transformer.logits(hidden_states)  # (B, T, V)
-        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        loss = causal_lm_loss(logits, labels, num_items_in_batch) if labels is not None else None
         return FlamingoOutput(
             loss=loss, logits=logits, cache=cache if use_cache else None, media=media
         )

@@ -172,15 +172,25 @@ class MosaicGPTTransformer(nn.Module):
         return F.linear(hidden_states, self.wte.weight)
 
 
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Next-token cross-entropy in fp32; label -100 is ignored."""
+def causal_lm_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    num_items_in_batch: torch.Tensor | int | None = None,
+) -> torch.Tensor:
+    """Next-token cross-entropy in fp32; label -100 is ignored. With `num_items_in_batch` (the
+    Trainer's count of supervised tokens over the accumulated batch) the sum is divided by it,
+    so gradient accumulation weighs every token equally; otherwise the mean."""
     shifted_logits = logits[:, :-1].float()  # (B, T-1, V)
     shifted_labels = labels[:, 1:].to(logits.device)  # (B, T-1)
-    return F.cross_entropy(
+    loss = F.cross_entropy(
         shifted_logits.reshape(-1, shifted_logits.shape[-1]),
         shifted_labels.reshape(-1),
         ignore_index=-100,
+        reduction="sum" if num_items_in_batch is not None else "mean",
     )
+    if num_items_in_batch is not None:
+        loss = loss / num_items_in_batch
+    return loss
 
 
 class MosaicGPTPreTrainedModel(PreTrainedModel):
