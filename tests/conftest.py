@@ -47,6 +47,16 @@ def tiny_smolvlm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_flamingo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-init Flamingo (32 px CLIP of width 32, 8 perceiver latents, MosaicGPT 2 × 64,
+    locally trained BPE tokenizer with the three Flamingo tokens), built once. Read-only."""
+    from roadscene.models import get_family
+
+    out = tmp_path_factory.mktemp("tiny_flamingo") / "model"
+    return get_family("flamingo").build_tiny(out, seed=0, gate_init=0.3)
+
+
+@pytest.fixture(scope="session")
 def run_cli():
     """Run `roadscene ARGS...` in a subprocess (as a user would); returns CompletedProcess."""
     import subprocess

@@ -29,7 +29,9 @@ class VisionTextExample:
     """One item: its image(s), the user prompt and (for training / scoring) the answer.
 
     `image_ref` is the image path as written in the data file (echoed into predictions);
-    `meta` carries extra fields from the data file (line number, target fields...).
+    `meta` carries extra fields from the data file (line number, target fields...);
+    `demonstrations` are solved examples shown before this one (few-shot, for families with
+    `supports_demonstrations`).
     """
 
     images: list[Image.Image]
@@ -37,6 +39,7 @@ class VisionTextExample:
     answer: str | None = None
     image_ref: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    demonstrations: list[VisionTextExample] = field(default_factory=list)
 
 
 @dataclass
@@ -66,6 +69,8 @@ class ModelFamily(abc.ABC):
     default_model_id: str = ""
     #: PEFT `target_modules` used when the config names none: a regex (full match) or a list.
     lora_target_modules: str | list[str] = ""
+    #: Whether `encode` puts `VisionTextExample.demonstrations` (few-shot) before the query.
+    supports_demonstrations: bool = False
 
     @abc.abstractmethod
     def load(

@@ -24,6 +24,7 @@ from roadscene.models.base import (
     VisionTextExample,
     pad_sequences,
 )
+from roadscene.models.flamingo.recipe import FlamingoTrainingSection
 
 if TYPE_CHECKING:
     import torch
@@ -74,6 +75,10 @@ class FlamingoFamily(ModelFamily):
     # No hub repository holds the assembled model: `roadscene model convert-openflamingo`.
     default_model_id = "models/openflamingo-3b"
     lora_target_modules = ""
+    #: The recipe's `family_options` section.
+    options_model = FlamingoTrainingSection
+    #: Few-shot prompts: `VisionTextExample.demonstrations` go before the query.
+    supports_demonstrations = True
 
     # ----------------------------------------------------------------------------- loading
     def load(
@@ -135,6 +140,45 @@ class FlamingoFamily(ModelFamily):
                 f"the flamingo tiny model has fixed sizes; unknown options: {', '.join(sizes)}"
             )
         return save_tiny_flamingo(out_dir, seed=seed, gate_init=gate_init, corpus=corpus)
+
+    def image_embedder(self, model: Any, processor: FlamingoProcessor) -> Any:
+        """Image -> embedding function for `--shot-selection similar` (the frozen CLIP tower)."""
+        from roadscene.models.flamingo.fewshot import clip_image_embedder
+
+        return clip_image_embedder(model, processor)
+
+    # ----------------------------------------------------------------------------- training
+    def prepare_for_training(self, model: Any, config: Any) -> Any:
+        """Freeze all but the perceiver, the gated cross-attention and the two new token rows
+        (the `finetune` section does not apply: the Flamingo recipe fixes what trains)."""
+        import torch
+
+        from roadscene.models.flamingo.training import prepare_for_training
+
+        if config.finetune.model_fields_set:
+            raise InputError(
+                "the flamingo family ignores the finetune section (it always trains the "
+                "perceiver, the gated cross-attention and the two new token rows); remove "
+                f"finetune.{', finetune.'.join(sorted(config.finetune.model_fields_set))}",
+                field="finetune",
+            )
+        if model.perceiver.latents.dtype != torch.float32:
+            raise InputError(
+                f"Flamingo training keeps fp32 master weights (bf16 autocast on GPU), but the "
+                f"model was loaded as {model.perceiver.latents.dtype}; set model.dtype: float32",
+                field="model.dtype",
+            )
+        return prepare_for_training(
+            model, FlamingoTrainingSection.model_validate(config.family_options)
+        )
+
+    def make_trainer(self, config: Any, **trainer_kwargs: Any) -> Any:
+        """The HF Trainer subclass carrying the recipe's optimizer groups, gate regularisation
+        and text dropout."""
+        from roadscene.models.flamingo.training import FlamingoTrainer
+
+        recipe = FlamingoTrainingSection.model_validate(config.family_options)
+        return FlamingoTrainer(recipe=recipe, **trainer_kwargs)
 
     # ----------------------------------------------------------------------------- tensors
     def encode(
