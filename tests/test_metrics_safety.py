@@ -217,12 +217,12 @@ def test_in_memory_truth_scenes_and_records() -> None:
             "image": "imgs/a.jpg",
             "text": "Sidewalk: left. Road: right. RoadVsSidewalk: right_of. "
             "Nearby: a person close on the right.",
-        },  # fmt: skip
+        },
         (
             "b.jpg",
             "Sidewalk: center. Road: left. RoadVsSidewalk: left_of. Nearby: no important "
             "close objects visible. Far: 2 cars farther away on the right.",
-        ),  # fmt: skip
+        ),
     ]
     result = evaluate_safety(predictions, truth, mode="strict")
     strict = result.report["strict"]
@@ -268,3 +268,12 @@ def test_bad_choices_name_the_allowed_values(sensation_dir: Path) -> None:
         _evaluate(sensation_dir, sensation_dir / PRED_FILE, mode="lenient")
     with pytest.raises(InputError, match="train, val, test"):
         _evaluate(sensation_dir, sensation_dir / PRED_FILE, split="dev")
+
+
+def test_chat_transcripts_are_scored_after_the_last_assistant_marker() -> None:
+    truth = {"a.jpg": SceneAnnotation.build("a.jpg", "center", "left")}
+    text = "User: e.g. Sidewalk: left. Road: right.\nAssistant: Sidewalk: center. Road: left."
+    cleaned = evaluate_safety([("a.jpg", text)], truth, mode="strict").report["strict"]
+    raw = evaluate_safety([("a.jpg", text)], truth, mode="strict", clean="none").report["strict"]
+    assert cleaned["fields"]["sidewalk_pos"]["accuracy"]["correct"] == 1
+    assert raw["fields"]["sidewalk_pos"]["accuracy"]["correct"] == 0

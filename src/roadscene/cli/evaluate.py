@@ -38,20 +38,35 @@ class SectionOption(StrEnum):
 
 PredictionsOpt = Annotated[
     Path,
-    typer.Option("--predictions", "-p", help="Prediction file: JSON array or JSONL with "
-                 "image|image_path and text|response|prediction."),
-]  # fmt: skip
+    typer.Option(
+        "--predictions",
+        "-p",
+        help="Prediction file: JSON array or JSONL with "
+        "image|image_path and text|response|prediction.",
+    ),
+]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Write the report JSON here.")]
 ReportDirOpt = Annotated[
     Path | None,
-    typer.Option("--report-dir", help="Write report.json, details.jsonl, report.md and PNG plots "
-                 "into this folder."),
-]  # fmt: skip
+    typer.Option(
+        "--report-dir",
+        help="Write report.json, details.jsonl, report.md and PNG plots into this folder.",
+    ),
+]
+CleanOpt = Annotated[
+    CleanOption,
+    typer.Option(
+        "--clean",
+        help="auto: score only the text after the last 'Assistant:' of a chat transcript; "
+        "none: score texts as they are.",
+    ),
+]
 DuplicateOpt = Annotated[
     DuplicateOption,
-    typer.Option("--on-duplicate", help="Two predictions for one image: error, or keep the "
-                 "first / last."),
-]  # fmt: skip
+    typer.Option(
+        "--on-duplicate", help="Two predictions for one image: error, or keep the first / last."
+    ),
+]
 
 
 def _emit(result, out: Path | None, report_dir: Path | None, title: str) -> None:
@@ -91,7 +106,7 @@ def captions(
             help="Reference captions: captions_{split}.json / JSONL "
             "(image, caption) or captions.csv. Default: each prediction's `target`.",
         ),
-    ] = None,  # fmt: skip
+    ] = None,
     split: Annotated[
         str | None, typer.Option("--split", help="Split to keep from a references CSV.")
     ] = None,
@@ -100,17 +115,11 @@ def captions(
         typer.Option(
             "--image-root", help="Folder the image paths are relative to (needed for CLIPScore)."
         ),
-    ] = None,  # fmt: skip
+    ] = None,
     clip_model: Annotated[
         str | None, typer.Option("--clip-model", help="CLIP model folder or hub id for CLIPScore.")
-    ] = None,  # fmt: skip
-    clean: Annotated[
-        CleanOption,
-        typer.Option(
-            "--clean",
-            help="auto: keep the text after the last 'Assistant:'; none: score texts as they are.",
-        ),
-    ] = CleanOption.auto,  # fmt: skip
+    ] = None,
+    clean: CleanOpt = CleanOption.auto,
     spice_jars: Annotated[
         Path | None,
         typer.Option(
@@ -119,7 +128,7 @@ def captions(
             "-models.jar for SPICE (default: $ROADSCENE_SPICE_JARS, else pycocoevalcap's "
             "spice/lib; never downloaded).",
         ),
-    ] = None,  # fmt: skip
+    ] = None,
     on_duplicate: DuplicateOpt = DuplicateOption.error,
     out: OutOpt = None,
     report_dir: ReportDirOpt = None,
@@ -155,7 +164,7 @@ def safety(
         typer.Option(
             "--mode", help="compat: the published definition; strict: the project's; both."
         ),
-    ] = ModeOption.both,  # fmt: skip
+    ] = ModeOption.both,
     section: Annotated[
         SectionOption,
         typer.Option(
@@ -163,8 +172,9 @@ def safety(
             help="Compat object matching on the whole text "
             "(all) or its Nearby: part (the published object table).",
         ),
-    ] = SectionOption.all,  # fmt: skip
+    ] = SectionOption.all,
     on_duplicate: DuplicateOpt = DuplicateOption.error,
+    clean: CleanOpt = CleanOption.auto,
     out: OutOpt = None,
     report_dir: ReportDirOpt = None,
 ) -> None:
@@ -179,6 +189,7 @@ def safety(
         mode=mode.value,
         section=section.value,
         on_duplicate=on_duplicate.value,
+        clean=clean.value,
     )
     _emit(result, out, report_dir, f"Safety metrics, split {split}, N = {result.report['n']}")
 
@@ -189,7 +200,7 @@ def compare(
     names: Annotated[
         str | None,
         typer.Option("--names", help="Column names, comma-separated (default: the file names)."),
-    ] = None,  # fmt: skip
+    ] = None,
     markdown: Annotated[
         Path | None, typer.Option("--markdown", help="Also write the table as Markdown here.")
     ] = None,

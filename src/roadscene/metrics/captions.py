@@ -40,9 +40,6 @@ SPICE_CORENLP_JARS: tuple[str, ...] = (
     "stanford-corenlp-3.6.0.jar",
     "stanford-corenlp-3.6.0-models.jar",
 )
-COCO_METRICS: tuple[str, ...] = (
-    "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE",
-)  # fmt: skip
 REFERENCE_TEXT_KEYS: tuple[str, ...] = ("caption", "target", "reference")
 
 
@@ -198,8 +195,18 @@ def _run_spice(
         classpath = os.pathsep.join(
             [str(spice_dir / "spice-1.0.jar"), str(spice_dir / "lib" / "*"), str(jar_dir / "*")]
         )
-        command = ["java", "-Xmx8G", "-cp", classpath, "edu.anu.spice.SpiceScorer",
-                   str(in_file), "-out", str(out_file), "-subset", "-silent"]  # fmt: skip
+        command = [
+            "java",
+            "-Xmx8G",
+            "-cp",
+            classpath,
+            "edu.anu.spice.SpiceScorer",
+            str(in_file),
+            "-out",
+            str(out_file),
+            "-subset",
+            "-silent",
+        ]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]

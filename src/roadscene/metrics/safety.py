@@ -8,10 +8,12 @@ from typing import Any, Literal
 
 from roadscene.errors import InputError
 from roadscene.metrics.records import (
+    CleanMode,
     DuplicatePolicy,
     PredictionRecord,
     as_records,
     check_choice,
+    clean_text,
     join_predictions,
 )
 from roadscene.metrics.results import EvaluationResult, signature
@@ -41,6 +43,7 @@ def evaluate_safety(
     mode: Mode = "both",
     section: Section = "all",
     on_duplicate: DuplicatePolicy = "error",
+    clean: CleanMode = "auto",
     baseline_scenes: Iterable[SceneAnnotation] | None = None,
 ) -> EvaluationResult:
     """Score structured answers against annotated scenes.
@@ -49,6 +52,8 @@ def evaluate_safety(
     scenes) or read from `captions_csv` + `annotations_csv` for `split`; then the majority
     baseline comes from the train split unless `baseline_scenes` are given. `section` applies to
     compat object matching only (strict always reads `Nearby:` and `Far:` separately).
+    `clean="auto"` scores only what follows a chat transcript's last `Assistant:` (texts without
+    the marker are unchanged, so the published figures are unaffected).
     """
     check_choice("mode", mode, MODES)
     check_choice("section", section, SECTIONS)
@@ -72,7 +77,7 @@ def evaluate_safety(
     compat_samples, strict_samples = [], []
     for key, scene in split_truth.scenes.items():
         record = joined.by_key.get(key)
-        text = record.text if record is not None else ""
+        text = clean_text(record.text, clean) if record is not None else ""
         row: dict[str, Any] = {
             "image": record.image if record is not None else key,
             "line": record.line if record is not None else None,

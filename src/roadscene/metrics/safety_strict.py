@@ -89,8 +89,13 @@ def _aggregate_side(samples: Sequence[Mapping[str, Any]], side: str) -> dict[str
             "position_accuracy": strict_rate(position, tp),
             "count_accuracy": strict_rate(count, tp),
         }
-        for key, value in (("tp", tp), ("fp", fp), ("fn", fn), ("position", position),
-                           ("count", count)):  # fmt: skip
+        for key, value in (
+            ("tp", tp),
+            ("fp", fp),
+            ("fn", fn),
+            ("position", position),
+            ("count", count),
+        ):
             totals[key] += value
     for sample in samples:
         outcomes = sample["objects"][side].values()
