@@ -1,0 +1,81 @@
+"""`roadscene demo`: synthesise scenes, train a small VLM from scratch on the CPU, evaluate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def demo(
+    out: Annotated[Path, typer.Option(help="Output folder (must not hold a demo yet).")] = Path(
+        "runs/demo"
+    ),
+    minutes: Annotated[
+        float,
+        typer.Option(
+            help="Training budget in minutes: sets the step count (reference 2-core CPU speed) "
+            "and stops training when spent."
+        ),
+    ] = 7.0,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same numbers.")] = 0,
+    family: Annotated[
+        str, typer.Option(help="Model family: smolvlm (default) or flamingo.")
+    ] = "smolvlm",
+    steps: Annotated[
+        int | None, typer.Option(min=1, help="Optimiser steps instead of minutes x reference rate.")
+    ] = None,
+    n_test: Annotated[int, typer.Option(min=1, help="Held-out synthetic test images.")] = 300,
+    n_train: Annotated[int, typer.Option(min=1, help="Train images written to disk.")] = 400,
+    n_val: Annotated[int, typer.Option(min=1, help="Val images written to disk.")] = 50,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 2,
+    caption_metrics: Annotated[
+        bool, typer.Option(help="Run the caption metrics (BLEU, METEOR, ROUGE-L, CIDEr; Java).")
+    ] = True,
+) -> None:
+    """Show the whole system working, offline on a CPU: synthetic data -> a small
+    SmolVLM-architecture model trained from scratch -> predictions -> evaluation and report."""
+    from pydantic import ValidationError
+    from rich.console import Console
+    from rich.table import Table
+
+    from roadscene.demo import BAR, DemoConfig, run_demo
+    from roadscene.errors import InputError
+
+    console = Console(highlight=False)
+    try:
+        config = DemoConfig(
+            out=out,
+            minutes=minutes,
+            seed=seed,
+            family=family,  # type: ignore[arg-type]
+            steps=steps,
+            n_test=n_test,
+            n_train=n_train,
+            n_val=n_val,
+            threads=threads,
+            caption_metrics=caption_metrics,
+        )
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise InputError(first["msg"], field=".".join(map(str, first["loc"]))) from None
+    result = run_demo(config, log=console.print)
+
+    table = Table(title=f"roadscene demo: {config.n_test} held-out synthetic test images")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("bar", justify="right")
+    for name, value in result.metrics.items():
+        low = BAR.get(name)
+        shown = "n/a" if value is None else f"{value:.3f}"
+        verdict = ""
+        if low is not None:
+            ok = value is not None and value >= low
+            verdict = f"[{'green' if ok else 'red'}]≥ {low:.2f} {'pass' if ok else 'FAIL'}[/]"
+        table.add_row(name, shown, verdict)
+    console.print(table)
+    timing = ", ".join(f"{k.split(':')[0]} {v:.0f} s" for k, v in result.seconds.items())
+    console.print(f"steps {result.steps_done}/{result.steps_planned}; time: {timing}")
+    for name, path in result.files.items():
+        console.print(f"{name}: {path}")
