@@ -66,7 +66,7 @@ class MosaicGPTConfig(PreTrainedConfig):
 class FlamingoConfig(PreTrainedConfig):
     """Flamingo = frozen CLIP vision + perceiver resampler + gated cross-attention + MosaicGPT."""
 
-    model_type = "roadscene_flamingo"
+    model_type = "flamingo"  # = the roadscene family name, so predict finds the family
     sub_configs_defaults: ClassVar[dict[str, SubConfigSpec]] = {
         "vision_config": SubConfigSpec(
             config_class=CLIPVisionConfig, init_kwargs=CLIP_VIT_L14_VISION
