@@ -1,0 +1,197 @@
+"""Timing, peak memory and the device's physical limits (memory bandwidth, matmul throughput).
+
+On CUDA, times come from CUDA events around the work (the host does not wait between calls,
+so launch overhead that the GPU hides is not counted twice) and memory from
+`torch.cuda.max_memory_allocated`. On the CPU, times come from `time.perf_counter` and peak
+memory is not measured (reported as None).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Timing:
+    """Wall times of the measured repetitions (after warmup), in seconds."""
+
+    seconds: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def best(self) -> float:
+        return min(self.seconds)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"median_s": self.median, "min_s": self.best, "repeats": len(self.seconds)}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(
+    fn: Callable[[], Any], *, device: torch.device, warmup: int = 1, repeat: int = 3
+) -> Timing:
+    """Run `fn` `warmup` times untimed, then `repeat` times timed (each run synchronised)."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    seconds = []
+    for _ in range(repeat):
+        if device.type == "cuda":
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            seconds.append(start.elapsed_time(end) / 1000.0)
+        else:
+            began = time.perf_counter()
+            fn()
+            seconds.append(time.perf_counter() - began)
+    return Timing(seconds)
+
+
+@dataclass
+class PeakMemory:
+    """Peak allocated device memory inside a `track_peak_memory` block (None on the CPU)."""
+
+    bytes: int | None = None
+
+    @property
+    def gib(self) -> float | None:
+        return None if self.bytes is None else self.bytes / 2**30
+
+
+@contextmanager
+def track_peak_memory(device: torch.device) -> Iterator[PeakMemory]:
+    peak = PeakMemory()
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    try:
+        yield peak
+    finally:
+        if device.type == "cuda":
+            synchronize(device)
+            peak.bytes = int(torch.cuda.max_memory_allocated(device))
+
+
+@dataclass
+class ModuleTimer:
+    """Time spent inside one module's forward (summed over calls), from forward hooks.
+
+    Used to split image encoding from the language-model prefill inside one `generate` call.
+    """
+
+    device: torch.device
+    _pending: list[Any] = field(default_factory=list)
+    _intervals: list[tuple[Any, Any]] = field(default_factory=list)
+    _handles: list[Any] = field(default_factory=list)
+
+    def attach(self, module: torch.nn.Module) -> ModuleTimer:
+        self._handles.append(module.register_forward_pre_hook(self._start))
+        self._handles.append(module.register_forward_hook(self._stop))
+        return self
+
+    def _mark(self) -> Any:
+        if self.device.type == "cuda":
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def _start(self, *_: Any) -> None:
+        self._pending.append(self._mark())
+
+    def _stop(self, *_: Any) -> None:
+        self._intervals.append((self._pending.pop(), self._mark()))
+
+    def reset(self) -> None:
+        self._pending.clear()
+        self._intervals.clear()
+
+    def seconds(self) -> float:
+        synchronize(self.device)
+        if self.device.type == "cuda":
+            return sum(start.elapsed_time(end) for start, end in self._intervals) / 1000.0
+        return sum(end - start for start, end in self._intervals)
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+@dataclass
+class DeviceLimits:
+    """Measured peaks: memory bandwidth (bytes/s) and dense matmul throughput (FLOP/s)."""
+
+    device_name: str
+    dtype: str
+    bandwidth_bytes_per_s: float
+    matmul_flops_per_s: float
+    bandwidth_buffer_bytes: int
+    matmul_size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "device_name": self.device_name,
+            "dtype": self.dtype,
+            "bandwidth_GBps": self.bandwidth_bytes_per_s / 1e9,
+            "matmul_TFLOPs": self.matmul_flops_per_s / 1e12,
+            "bandwidth_buffer_MiB": self.bandwidth_buffer_bytes / 2**20,
+            "matmul_size": self.matmul_size,
+        }
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def measure_bandwidth(device: torch.device, nbytes: int, *, repeat: int = 5) -> float:
+    """Bytes/s of a large device-to-device copy: each copy reads and writes `nbytes`."""
+    source = torch.empty(nbytes, dtype=torch.uint8, device=device).random_(0, 255)
+    target = torch.empty_like(source)
+    timing = time_call(lambda: target.copy_(source), device=device, warmup=2, repeat=repeat)
+    return 2 * nbytes / timing.best
+
+
+def measure_matmul(
+    device: torch.device, size: int, dtype: torch.dtype, *, repeat: int = 5
+) -> float:
+    """FLOP/s of a square (size x size) @ (size x size) matmul in `dtype` (2·size³ FLOPs)."""
+    left = torch.randn(size, size, device=device, dtype=dtype)
+    right = torch.randn(size, size, device=device, dtype=dtype)
+    timing = time_call(lambda: left @ right, device=device, warmup=2, repeat=repeat)
+    return 2 * size**3 / timing.best
+
+
+def measure_limits(
+    device: torch.device, dtype: torch.dtype, *, bandwidth_bytes: int, matmul_size: int
+) -> DeviceLimits:
+    return DeviceLimits(
+        device_name=device_name(device),
+        dtype=str(dtype).removeprefix("torch."),
+        bandwidth_bytes_per_s=measure_bandwidth(device, bandwidth_bytes),
+        matmul_flops_per_s=measure_matmul(device, matmul_size, dtype),
+        bandwidth_buffer_bytes=bandwidth_bytes,
+        matmul_size=matmul_size,
+    )
