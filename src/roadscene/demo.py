@@ -183,7 +183,13 @@ def _headline(safety: dict[str, Any], captions: dict[str, Any] | None) -> dict[s
     return metrics
 
 
-def run_demo(config: DemoConfig, log: Callable[[str], None] = print) -> DemoResult:
+def _rich_print(message: str) -> None:
+    from rich import print as rich_print
+
+    rich_print(message)
+
+
+def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> DemoResult:
     """Run the whole demo into `config.out` (see the module docstring); returns the numbers."""
     import torch
 
@@ -248,7 +254,9 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print) -> DemoResu
     train_config = TrainConfig.model_validate(
         {
             "model": {"family": config.family, "name_or_path": str(init_dir)},
-            "finetune": {"method": "full"},
+            # SmolVLM: every weight trains (from scratch); Flamingo decides its trainable set
+            # itself and rejects a finetune section.
+            **({"finetune": {"method": "full"}} if config.family == "smolvlm" else {}),
             "data": {"task": "bvpi", "data_dir": str(data_dir), "eval_split": None},
             "train": {
                 "output_dir": str(train_dir),
