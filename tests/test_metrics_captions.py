@@ -217,3 +217,12 @@ def test_clip_model_that_cannot_load_is_an_input_error(image_root: Path, tmp_pat
     pairs = [CaptionPair("testing/images/img0.jpg", "a car", "ref", "a car")]
     with pytest.raises(InputError, match="cannot load CLIP model"):
         clip_scores(pairs, image_root, str(tmp_path / "no-model"))
+
+
+def test_spice_failure_is_reported_with_the_java_cause(tmp_path: Path) -> None:
+    from roadscene.metrics.captions import _run_spice
+
+    for name in SPICE_CORENLP_JARS:  # placeholders: SPICE starts, then misses CoreNLP classes
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(RuntimeError, match="SPICE failed.*NoClassDefFoundError"):
+        _run_spice({0: ["a man walks"]}, {0: ["a man walking"]}, tmp_path)

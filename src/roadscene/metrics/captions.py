@@ -209,8 +209,10 @@ def _run_spice(
         ]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise RuntimeError(f"SPICE failed (exit {done.returncode}): {tail[0]}")
+            lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
+            # A Java stack trace: its first "...Exception/Error..." line says what went wrong.
+            cause = next((ln for ln in lines if "Exception" in ln or "Error" in ln), lines[-1])
+            raise RuntimeError(f"SPICE failed (exit {done.returncode}): {cause.strip()}")
         results = json.loads(out_file.read_text(encoding="utf-8"))
     by_id = {item["image_id"]: float(item["scores"]["All"]["f"]) for item in results}
     per_sample = [by_id[i] for i in ids]
