@@ -387,7 +387,7 @@ def _words(text: str) -> int:
 
 def evaluate_captions(
     predictions: str | Path | Iterable[PredictionRecord | Mapping[str, Any] | tuple[str, str]],
-    references: str | Path | Mapping[str, tuple[str, str]] | None = None,
+    references: str | Path | Mapping[str, str | tuple[str, str]] | None = None,
     *,
     split: str | None = None,
     image_root: str | Path | None = None,
@@ -399,15 +399,22 @@ def evaluate_captions(
     """Caption metrics of predictions against references (compat definitions, metrics.md).
 
     `predictions`: a prediction file, or in-memory records / dicts / (image, text) pairs.
-    `references`: a captions JSON/JSONL/CSV file, a mapping image key -> (image, caption), or
-    None to use each prediction's `target`. Returns the report (`metrics`, `n`, `unavailable`,
+    `references`: a captions JSON/JSONL/CSV file, a mapping image -> caption (or image key ->
+    (image path, caption)), or None to use each prediction's `target`. Returns the report (`metrics`, `n`, `unavailable`,
     `counts`, `signature`) and one details row per item.
     """
     check_choice("clean", clean, ("auto", "none"))
     records, source = as_records(predictions)
-    reference_map = (
-        read_references(references, split) if isinstance(references, str | Path) else references
-    )
+    if isinstance(references, str | Path):
+        reference_map = read_references(references, split)
+    elif references is not None:
+        # in memory: image -> caption, or image key -> (image path, caption)
+        reference_map = {
+            image_key(image): value if isinstance(value, tuple) else (image, value)
+            for image, value in references.items()
+        }
+    else:
+        reference_map = None
     pairs, counts = build_caption_pairs(
         records, reference_map, clean=clean, on_duplicate=on_duplicate, source=source
     )
