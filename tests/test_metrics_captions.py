@@ -71,6 +71,8 @@ def test_references_from_captions_csv_filtered_by_split(sensation_dir: Path) -> 
     assert references[key] == (first["image_path"], first["target"])
     with pytest.raises(InputError, match="split"):
         read_references(sensation_dir / "captions.csv", split="nope")
+    with pytest.raises(InputError, match="--split"):
+        read_references(sensation_dir / "captions.csv")
 
 
 def test_spice_is_unavailable_without_corenlp_and_never_downloaded(

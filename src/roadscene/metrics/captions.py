@@ -68,6 +68,11 @@ def read_references(path: str | Path, split: str | None = None) -> dict[str, tup
     references: dict[str, tuple[str, str]] = {}
     if path.suffix.lower() == ".csv":
         rows = read_csv_rows(path, ("image_path", "target"), "captions")
+        if split is None and "split" in rows[0][1]:
+            # every split's captions would be items, the unpredicted ones scored as empty
+            raise InputError(
+                "the file has several splits: choose one with --split", path=path, field="split"
+            )
         for line, row in rows:
             if split is not None and row.get("split") != split:
                 continue
