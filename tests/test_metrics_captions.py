@@ -204,6 +204,8 @@ def test_clipscore_equals_the_formula_from_the_models_own_embeddings(
     assert got == pytest.approx(expected, abs=1e-4)
     assert any(value == 0.0 for value in expected) and any(value > 0 for value in expected)
     assert sum(got) / len(got) == pytest.approx(sum(expected) / len(expected), abs=1e-4)
+    empty = CaptionPair("testing/images/img0.jpg", "", "ref", "User: hi Assistant:")
+    assert clip_scores([empty], image_root, str(tiny_clip)) == [0.0]  # no answer, no credit
 
 
 def test_clipscore_missing_image_is_an_error_naming_the_path(

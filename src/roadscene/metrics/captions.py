@@ -358,7 +358,8 @@ def clip_scores(
     """Per-sample CLIPScore = 100 * max(cos(image, text), 0) by torchmetrics' `clip_score`.
 
     Scored one pair at a time so that the clamp at 0 applies per sample (the CLIPScore paper's
-    definition); torchmetrics' CLIPScore class would clamp the corpus mean instead.
+    definition); torchmetrics' CLIPScore class would clamp the corpus mean instead. An empty
+    prediction scores 0.
     """
     import torch
     from PIL import Image, UnidentifiedImageError
@@ -371,6 +372,10 @@ def clip_scores(
     scores = []
     with torch.inference_mode():
         for pair, path in zip(pairs, paths, strict=True):
+            if not pair.prediction.strip():
+                # No answer (missing or empty) scores 0; CLIP would happily embed "".
+                scores.append(0.0)
+                continue
             try:
                 with Image.open(path) as handle:
                     pixels = pil_to_tensor(handle.convert("RGB"))  # (3, H, W) uint8
