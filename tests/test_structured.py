@@ -270,3 +270,28 @@ def test_prediction_views_carry_the_cue() -> None:
     assert views["annotation"]["road_pos"] == "Front"
     assert set(prediction_views(text, "a.jpg")) == {"cue"}
     assert parse_response(text).complete
+
+
+def test_budget_closes_the_nearby_list_in_time(tokenizer) -> None:
+    """With few tokens left, a list may not start a new item; outside the budget it may."""
+    compiled = _compiled(tokenizer)
+    width = len(tokenizer)
+    text = "Sidewalk: left. Road: left. RoadVsSidewalk: unknown. Nearby: a car close on the left"
+    prefix = tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+    semicolon = {t for t in range(width) if ";" in tokenizer.decode([t])}
+    prompt = torch.zeros(1, 3, dtype=torch.long)
+
+    def allowed(max_new_tokens: int) -> set[int]:
+        processor = GrammarLogitsProcessor(
+            lambda vocab_size: compiled, max_new_tokens=max_new_tokens, closing_reserve=66
+        )
+        processor(prompt, torch.zeros(1, width))
+        for length in range(1, len(prefix) + 1):
+            ids = torch.cat([prompt, torch.tensor([prefix[:length]])], 1)
+            scores = processor(ids, torch.zeros(1, width))
+        return set(torch.nonzero(scores[0] == 0).flatten().tolist())
+
+    roomy, tight = allowed(1000), allowed(len(prefix) + 40)
+    assert roomy & semicolon  # "; a person close ..." may follow
+    assert not tight & semicolon  # only the end of this phrase: "." (or more of "left")
+    assert tight and tight <= roomy

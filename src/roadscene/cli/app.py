@@ -12,6 +12,7 @@ import typer
 
 from roadscene.cli import data as data_cli
 from roadscene.cli import demo as demo_cli
+from roadscene.cli import describe as describe_cli
 from roadscene.cli import evaluate as evaluate_cli
 from roadscene.cli import model as model_cli
 from roadscene.cli import predict as predict_cli
@@ -34,6 +35,7 @@ app.add_typer(model_cli.app, name="model")
 app.command("train")(train_cli.train)
 app.command("predict")(predict_cli.predict)
 app.command("demo")(demo_cli.demo)
+app.command("describe")(describe_cli.describe)
 
 
 def main() -> None:

@@ -28,6 +28,21 @@ def predict(
     on_bad_image: str = typer.Option(
         "error", "--on-bad-image", help="error: stop naming the image; skip: skip and count."
     ),
+    structured: bool | None = typer.Option(
+        None,
+        "--structured/--no-structured",
+        help="Constrain answers to the target grammar (default: on for the bvpi task).",
+    ),
+    relation_from_fields: bool = typer.Option(
+        False,
+        "--relation-from-fields",
+        help="With --structured: allow only the relation the sidewalk/road rule derives.",
+    ),
+    output_format: str = typer.Option(
+        "text",
+        "--format",
+        help="text, or json: also write the parsed answer as an annotation-schema object.",
+    ),
 ) -> None:
     """Generate answers (answer text only) for every row; one JSON line per item."""
     from roadscene.errors import InputError
@@ -37,6 +52,16 @@ def predict(
         raise InputError(f"unknown --task '{task}'; allowed: auto, caption, bvpi, annotated")
     if on_bad_image not in {"error", "skip"}:
         raise InputError(f"unknown --on-bad-image '{on_bad_image}'; allowed: error, skip")
+    from roadscene.predict.structured import structured_predict_options
+
+    options = structured_predict_options(
+        data,
+        task=task,
+        structured=structured,
+        relation_from_fields=relation_from_fields,
+        output_format=output_format,
+        max_new_tokens=max_new_tokens,
+    )
     summary = predict_file(
         model,
         data,
@@ -50,6 +75,7 @@ def predict(
         max_new_tokens=max_new_tokens,
         limit=limit,
         on_bad_image=on_bad_image,  # type: ignore[arg-type]
+        **options,
     )
     typer.echo(
         f"wrote {summary.written} predictions to {out} ({summary.already_done} already there"

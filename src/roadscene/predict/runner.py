@@ -214,8 +214,14 @@ def predict_file(
     logits_processor_factory: Callable[[], Any] | None = None,
     predictor: Predictor | None = None,
     progress: bool = True,
+    row_views: Callable[[str, str], dict[str, Any]] | None = None,
+    processor_factory_for: Callable[[Predictor], Callable[[], Any]] | None = None,
 ) -> PredictSummary:
-    """Predict every row of `data` (a bvpi_sft / captions file) into `out` (JSONL), resumably."""
+    """Predict every row of `data` (a bvpi_sft / captions file) into `out` (JSONL), resumably.
+
+    `row_views(prediction, image)` adds keys to each output line (e.g. the navigation `cue`);
+    `processor_factory_for(predictor)` makes the `logits_processor_factory` once the model is
+    loaded (e.g. the answer grammar, which needs the model's tokenizer)."""
     import time
 
     from tqdm.auto import tqdm
@@ -253,6 +259,8 @@ def predict_file(
         return summary
     if predictor is None:
         predictor = Predictor.load(model, adapter=adapter, family=family)
+    if processor_factory_for is not None:
+        logits_processor_factory = processor_factory_for(predictor)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -280,6 +288,8 @@ def predict_file(
                 if record.answer is not None:
                     row["target"] = record.answer
                 row["parsed"] = parsed_fields(text)
+                if row_views is not None:
+                    row.update(row_views(text, record.image))
                 lines.append(dumps_line(row) + "\n")
             handle.write("".join(lines))
             handle.flush()

@@ -52,6 +52,11 @@ def _run(args: list[str], voice: str | None) -> subprocess.CompletedProcess[str]
     return result
 
 
+def check_voice(voice: str) -> None:
+    """Fail early (before any model work) when espeak-ng does not know `voice`."""
+    _run(["-q", "--", "ok"], voice)
+
+
 def synthesize_wav(text: str, out: str | Path, *, voice: str | None = None) -> Path:
     """Write `text` spoken by espeak-ng to the WAV file `out` (atomically)."""
     out = Path(out)

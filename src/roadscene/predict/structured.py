@@ -21,6 +21,7 @@ import threading
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from roadscene.schema import OBJECT_CLASSES, ROAD_VALUES, SIDEWALK_VALUES, road_vs_sidewalk
@@ -49,12 +50,25 @@ class GrammarOptions:
     max_count: the largest object count a phrase may state (2..max_count in digits).
     context_max_chars: length bound of the free-text `Context:` part (0 = no context allowed).
     allow_far: whether the optional `Far:` list may be generated.
+    closing_reserve_tokens: when this few new tokens are left, lists start no new item, so the
+        answer's mandatory part ends in time; None = `closing_reserve`.
     """
 
     relation_from_fields: bool = False
     max_count: int = 20
     context_max_chars: int = 600
     allow_far: bool = True
+    closing_reserve_tokens: int | None = None
+
+    @property
+    def closing_reserve(self) -> int:
+        """Tokens kept in reserve to finish the answer (see `GrammarLogitsProcessor`): by default
+        the longest object phrase in characters plus its "." -- enough even for a tokenizer
+        that spells every character separately."""
+        if self.closing_reserve_tokens is not None:
+            return self.closing_reserve_tokens
+        longest = max(len(n[1]) for n in OBJECT_NAMES.values())
+        return len(f"{self.max_count} ") + longest + len(" farther away ") + len(WHERE_THREE) + 1
 
     def __post_init__(self) -> None:
         if not 2 <= self.max_count <= 99:
@@ -243,6 +257,50 @@ def compile_answer_grammar(
 # --- the logits processor -------------------------------------------------------------------------
 
 
+def token_bits(token_ids: Sequence[int], vocab_size: int) -> torch.Tensor:
+    """One xgrammar bitmask row (int32 words, bit t % 32 of word t // 32) with `token_ids` set."""
+    import torch
+
+    words = [0] * ((vocab_size + 31) // 32)
+    for token_id in token_ids:
+        words[token_id // 32] |= 1 << (token_id % 32)
+    # as signed 32-bit integers
+    return torch.tensor([w - (1 << 32) if w >= 1 << 31 else w for w in words], dtype=torch.int32)
+
+
+class _ClosingMasks:
+    """Bit masks used to steer an answer to its end (per compiled grammar and width)."""
+
+    def __init__(self, compiled_grammar: xgrammar.CompiledGrammar, vocab_size: int) -> None:
+
+        self.decoded = list(compiled_grammar.tokenizer_info.decoded_vocab)
+        item_openers = [t for t, text in enumerate(self.decoded) if b";" in text]
+        self.no_new_item = ~token_bits(item_openers, vocab_size)  # tokens that open a list item
+
+    def steer_to_end(self, bitmask: torch.Tensor, row: int, prefix: tuple[int, ...]) -> None:
+        text = b"".join(self.decoded[t] for t in prefix if t < len(self.decoded))
+        if b" Context: " in text:
+            return  # free text: cutting it anywhere leaves a complete answer
+        narrowed = bitmask[row] & self.no_new_item
+        if bool(narrowed.any()):
+            bitmask[row] = narrowed
+
+
+_CLOSING_CACHE: weakref.WeakKeyDictionary[Any, dict[int, _ClosingMasks]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _closing_masks(compiled_grammar: xgrammar.CompiledGrammar, vocab_size: int) -> _ClosingMasks:
+    try:
+        per_width = _CLOSING_CACHE.setdefault(compiled_grammar, {})
+    except TypeError:  # not weak-referenceable: no caching
+        return _ClosingMasks(compiled_grammar, vocab_size)
+    if vocab_size not in per_width:
+        per_width[vocab_size] = _ClosingMasks(compiled_grammar, vocab_size)
+    return per_width[vocab_size]
+
+
 class GrammarLogitsProcessor:
     """Masks every token that would leave the grammar, for greedy, sampling and beam search.
 
@@ -252,11 +310,26 @@ class GrammarLogitsProcessor:
     continue (a finished or dead beam, already scored -inf by the search) may only emit a stop
     token. Rows with identical prefixes share one mask computation.
 
+    Length budget: given `max_new_tokens`, once only `closing_reserve` tokens are left no list may
+    start a new item (`;`), so the `Nearby:` list ends with the phrase in progress and the
+    mandatory part is not cut off (provided the header was written before that point). Optional
+    parts (`Far:`, `Context:`) may still follow and be cut at the budget.
+
     Use one instance per `generate` call (it remembers the prompt length of its first call).
     """
 
-    def __init__(self, grammar_for_width: Callable[[int], xgrammar.CompiledGrammar]) -> None:
+    def __init__(
+        self,
+        grammar_for_width: Callable[[int], xgrammar.CompiledGrammar],
+        *,
+        max_new_tokens: int | None = None,
+        closing_reserve: int = 0,
+    ) -> None:
         import xgrammar as xgr
+
+        self.max_new_tokens = max_new_tokens
+        self.closing_reserve = closing_reserve
+        self._closing: _ClosingMasks | None = None
 
         self._xgr = xgr
         # The grammar is resolved from the logits width seen on the first call: the model's
@@ -295,6 +368,8 @@ class GrammarLogitsProcessor:
             self.vocab_size = int(scores.shape[-1])
             self.compiled_grammar = self._grammar_for_width(self.vocab_size)
             self.stop_token_ids = list(self.compiled_grammar.tokenizer_info.stop_token_ids)
+            if self.max_new_tokens is not None:
+                self._closing = _closing_masks(self.compiled_grammar, self.vocab_size)
         elif scores.shape[-1] != self.vocab_size:
             raise ValueError(
                 f"logits width changed from {self.vocab_size} to {scores.shape[-1]} within one "
@@ -315,11 +390,13 @@ class GrammarLogitsProcessor:
                 continue
             matcher = self._states[prefix]
             if matcher is None or matcher.is_terminated():
-                bitmask[row] = 0
-                for token_id in self.stop_token_ids:
-                    bitmask[row, token_id // 32] |= 1 << (token_id % 32)
+                bitmask[row] = token_bits(self.stop_token_ids, self.vocab_size)
             else:
                 matcher.fill_next_token_bitmask(bitmask, row)
+                if self._closing is not None and self.max_new_tokens is not None:
+                    left = self.max_new_tokens - len(prefix)  # tokens left, this one included
+                    if left <= self.closing_reserve:
+                        self._closing.steer_to_end(bitmask, row, prefix)
             filled[prefix] = row
         if scores.device.type == "cuda":
             self._xgr.apply_token_bitmask_inplace(scores, bitmask.to(scores.device))
@@ -344,7 +421,11 @@ def model_vocab_size(model: Any) -> int:
 
 
 def structured_logits_processor(
-    processor: Any, stop_token_ids: Sequence[int], options: GrammarOptions | None = None
+    processor: Any,
+    stop_token_ids: Sequence[int],
+    options: GrammarOptions | None = None,
+    *,
+    max_new_tokens: int | None = None,
 ) -> Any:
     """A fresh `LogitsProcessorList` with the answer grammar, for ONE `generate` call. The grammar
     is compiled (or found in the cache) for the logits width of that call."""
@@ -357,11 +438,23 @@ def structured_logits_processor(
             tokenizer, vocab_size=vocab_size, stop_token_ids=stop_token_ids, options=options
         )
 
-    return LogitsProcessorList([GrammarLogitsProcessor(grammar_for_width)])
+    reserve = (options or GrammarOptions()).closing_reserve
+    return LogitsProcessorList(
+        [
+            GrammarLogitsProcessor(
+                grammar_for_width, max_new_tokens=max_new_tokens, closing_reserve=reserve
+            )
+        ]
+    )
 
 
 def structured_processor_factory(
-    family: Any, model: Any, processor: Any, options: GrammarOptions | None = None
+    family: Any,
+    model: Any,
+    processor: Any,
+    options: GrammarOptions | None = None,
+    *,
+    max_new_tokens: int | None = None,
 ) -> Callable[[], Any]:
     """A factory of fresh grammar processors for `Predictor.generate_batch` / `predict_file`.
 
@@ -378,7 +471,9 @@ def structured_processor_factory(
     )
 
     def make() -> Any:
-        return structured_logits_processor(processor, stop_token_ids, options)
+        return structured_logits_processor(
+            processor, stop_token_ids, options, max_new_tokens=max_new_tokens
+        )
 
     return make
 
@@ -403,3 +498,74 @@ def prediction_views(prediction: str, image: str, *, json_view: bool = False) ->
     if json_view:
         views["annotation"] = answer_annotation(prediction, image)
     return views
+
+
+# --- `roadscene predict` wiring ----------------------------------------------------------------------
+
+STRUCTURED_TASKS = ("bvpi",)
+OUTPUT_FORMATS = ("text", "json")
+
+
+def structured_predict_options(
+    data: str | Path,
+    *,
+    task: str = "auto",
+    structured: bool | None = None,
+    relation_from_fields: bool = False,
+    output_format: str = "text",
+    max_new_tokens: int | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments for `predict_file` implementing `--structured`, `--relation-from-fields`
+    and `--format`: for the bvpi task the `cue` (+ `annotation`) views of each line, and when
+    structured the grammar processor factory (made once `predict_file` has loaded the model,
+    so bad input fails before any model work).
+
+    Structured decoding defaults to on for the bvpi task (whose answers have the grammar's
+    format) and is refused for other tasks, whose answers are free captions.
+    """
+    from roadscene.errors import InputError
+    from roadscene.io import read_records
+    from roadscene.predict.runner import Predictor, detect_task
+
+    if output_format not in OUTPUT_FORMATS:
+        raise InputError(
+            f"unknown --format '{output_format}'; allowed: {', '.join(OUTPUT_FORMATS)}",
+            field="format",
+        )
+    if task == "auto":
+        task = detect_task(read_records(data))
+    fields_task = task in STRUCTURED_TASKS
+    if structured is None:
+        structured = fields_task
+    if structured and not fields_task:
+        raise InputError(
+            f"--structured needs a task with structured answers ({', '.join(STRUCTURED_TASKS)}); "
+            f"this is the '{task}' task: use --no-structured",
+            field="structured",
+        )
+    if relation_from_fields and not structured:
+        raise InputError("--relation-from-fields needs --structured", field="relation_from_fields")
+    if output_format == "json" and not fields_task:
+        raise InputError(
+            f"--format json needs the bvpi task (answers with fields), not '{task}'", field="format"
+        )
+    options: dict[str, Any] = {}
+    if fields_task:
+        json_view = output_format == "json"
+        options["row_views"] = lambda text, image: prediction_views(
+            text, image, json_view=json_view
+        )
+    if structured:
+        grammar = GrammarOptions(relation_from_fields=relation_from_fields)
+
+        def factory_for(predictor: Predictor) -> Callable[[], Any]:
+            return structured_processor_factory(
+                predictor.family,
+                predictor.model,
+                predictor.processor,
+                grammar,
+                max_new_tokens=max_new_tokens,
+            )
+
+        options["processor_factory_for"] = factory_for
+    return options

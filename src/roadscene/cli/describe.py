@@ -1,0 +1,70 @@
+"""`roadscene describe IMAGE... --model ...`: the structured answer, its navigation cue and the
+caption for each image, with latency; optionally spoken (espeak-ng) or saved as a WAV file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def describe(
+    images: list[Path] = typer.Argument(..., help="Image files to describe."),
+    model: str = typer.Option(
+        ..., "--model", help="Hub id, saved model folder, or a training output (adapter) folder."
+    ),
+    adapter: Path | None = typer.Option(None, "--adapter", help="PEFT adapter folder."),
+    family: str | None = typer.Option(
+        None, "--family", help="Model family (default: from the saved config / model type)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per image on stdout."),
+    speak: bool = typer.Option(False, "--speak", help="Say each cue with espeak-ng."),
+    voice: str | None = typer.Option(None, "--voice", help="espeak-ng voice, e.g. en-us."),
+    wav: Path | None = typer.Option(None, "--wav", help="Write the spoken cues to this WAV file."),
+    num_beams: int = typer.Option(1, "--num-beams", min=1, help="1 = greedy, K = beam search."),
+    max_new_tokens: int = typer.Option(160, "--max-new-tokens", min=1, help="Answer length cap."),
+    relation_from_fields: bool = typer.Option(
+        False, "--relation-from-fields", help="Allow only the relation the fields' rule derives."
+    ),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: auto)."),
+) -> None:
+    """Describe street images for a blind pedestrian: cue, fields, nearby objects, caption."""
+    from roadscene.errors import InputError
+    from roadscene.io import dumps_line
+    from roadscene.predict.describe import describe_images
+    from roadscene.predict.speech import check_voice, espeak_path, synthesize_wav
+    from roadscene.predict.speech import speak as say
+
+    if voice is not None and not (speak or wav):
+        raise InputError("--voice needs --speak or --wav", field="voice")
+    if (speak or wav) and espeak_path() is None:
+        from roadscene.predict.speech import ESPEAK, INSTALL_HINT
+
+        raise InputError(f"--speak/--wav need {ESPEAK}, which is not installed; {INSTALL_HINT}")
+    if wav is not None and wav.suffix.lower() != ".wav":
+        raise InputError("the --wav file must end in .wav", path=wav)
+    if voice is not None:
+        check_voice(voice)
+
+    cues: list[str] = []
+    for description in describe_images(
+        images,
+        model,
+        adapter=adapter,
+        family=family,
+        num_beams=num_beams,
+        max_new_tokens=max_new_tokens,
+        relation_from_fields=relation_from_fields,
+        device=device,
+    ):
+        cues.append(description.cue.text)
+        if as_json:
+            typer.echo(dumps_line(description.to_dict()))
+        else:
+            typer.echo(description.to_text())
+        if speak:
+            say(description.cue.text, voice=voice)
+    if wav is not None:
+        synthesize_wav(" ".join(cues), wav, voice=voice)
+        if not as_json:
+            typer.echo(f"wrote spoken cues to {wav}")

@@ -1,0 +1,122 @@
+"""Describe single images with a loaded model: structured answer, fields, cue, caption, latency.
+
+What `roadscene describe` prints; one image per `generate` call so the latency is per image.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from roadscene.predict.cue import NavigationCue, cue_for_parsed
+from roadscene.targets import DEFAULT_PROMPT, OBJECT_NAMES, ParsedResponse, parse_response
+
+
+@dataclass
+class ImageDescription:
+    """One described image."""
+
+    image: str
+    answer: str
+    parsed: ParsedResponse
+    cue: NavigationCue
+    annotation: dict[str, Any]
+    latency_s: float
+
+    def nearby(self) -> list[str]:
+        """Close objects as short phrases: `2 people (left, center)`."""
+        phrases = []
+        for cls, mention in self.parsed.near.items():
+            singular, plural = OBJECT_NAMES[cls]
+            count = mention.count or len(mention.positions) or 1
+            name = singular if count == 1 else plural
+            phrases.append(f"{count} {name} ({', '.join(mention.positions) or 'position unknown'})")
+        return phrases
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "cue": self.cue.to_dict(),
+            "sidewalk": self.parsed.sidewalk,
+            "road": self.parsed.road,
+            "relation": self.parsed.relation,
+            "nearby": {
+                cls: {"count": m.count, "positions": m.positions}
+                for cls, m in self.parsed.near.items()
+            },
+            "caption": self.parsed.context,
+            "answer": self.answer,
+            "annotation": self.annotation,
+            "latency_s": round(self.latency_s, 4),
+        }
+
+    def to_text(self) -> str:
+        lines = [
+            f"{self.image}",
+            f"  cue:      {self.cue.text}",
+            f"  fields:   sidewalk {self.parsed.sidewalk}, road {self.parsed.road}, "
+            f"relation {self.parsed.relation}",
+            f"  nearby:   {'; '.join(self.nearby()) or 'nothing close'}",
+            f"  caption:  {self.parsed.context or '-'}",
+            f"  latency:  {self.latency_s:.3f} s",
+        ]
+        return "\n".join(lines)
+
+
+def describe_images(
+    images: Sequence[str | Path],
+    model: str | Path,
+    *,
+    adapter: str | Path | None = None,
+    family: str | None = None,
+    num_beams: int = 1,
+    max_new_tokens: int = 160,
+    relation_from_fields: bool = False,
+    device: str | None = None,
+    prompt: str = DEFAULT_PROMPT,
+) -> Iterator[ImageDescription]:
+    """Yield the description of each image (grammar-constrained answers), in order.
+
+    Every image is opened before the model loads, so a missing or unreadable file fails at once
+    (one error naming it) without partial output.
+    """
+    from roadscene.models.base import VisionTextExample
+    from roadscene.predict.runner import Predictor
+    from roadscene.predict.structured import (
+        GrammarOptions,
+        answer_annotation,
+        structured_processor_factory,
+    )
+    from roadscene.train.data import open_image
+
+    opened = [(str(path), open_image(Path(path))) for path in images]
+    predictor = Predictor.load(model, adapter=adapter, family=family, device=device)
+    make_processor = structured_processor_factory(
+        predictor.family,
+        predictor.model,
+        predictor.processor,
+        GrammarOptions(relation_from_fields=relation_from_fields),
+        max_new_tokens=max_new_tokens,
+    )
+    for name, image in opened:
+        example = VisionTextExample(images=[image], prompt=prompt, image_ref=name)
+        start = time.perf_counter()
+        [answer] = predictor.generate_batch(
+            [example],
+            num_beams=num_beams,
+            max_new_tokens=max_new_tokens,
+            logits_processor_factory=make_processor,
+        )
+        latency = time.perf_counter() - start
+        parsed = parse_response(answer)
+        yield ImageDescription(
+            image=name,
+            answer=answer,
+            parsed=parsed,
+            cue=cue_for_parsed(parsed),
+            annotation=answer_annotation(answer, Path(name).name),
+            latency_s=latency,
+        )
