@@ -134,3 +134,28 @@ def test_gallery_marks_right_and_wrong_parts(tmp_path) -> None:
     # the true cue for a person in the center with the road on the right: step left
     assert "left" in page.split("truth: cue and target")[1].lower()
     assert np.asarray(Image.open(path)).shape == (96, 96, 3)
+
+
+@pytest.mark.slow
+def test_resume_finishes_a_stopped_demo(short_demo, tmp_path) -> None:
+    """A demo stopped during prediction continues with --resume: training is kept, only the
+    missing test images are predicted, and the numbers equal the uninterrupted run's."""
+    import shutil
+
+    stopped = tmp_path / "stopped"
+    shutil.copytree(short_demo.out, stopped)
+    lines = (stopped / "predictions_test.jsonl").read_text().splitlines(keepends=True)
+    (stopped / "predictions_test.jsonl").write_text("".join(lines[:2]))
+    (stopped / SUMMARY_FILE).unlink()
+    # reporting options (here: caption metrics) may change on resume; the run's settings not
+    config = _tiny_config(stopped, caption_metrics=False).model_copy(update={"resume": True})
+    resumed = run_demo(config, log=lambda _: None)
+    assert resumed.metrics == {k: v for k, v in short_demo.metrics.items() if k in resumed.metrics}
+    assert "sidewalk accuracy" in resumed.metrics
+    assert (stopped / "predictions_test.jsonl").read_bytes() == (
+        short_demo.out / "predictions_test.jsonl"
+    ).read_bytes()
+    # other settings than the stopped run's are refused
+    other = config.model_copy(update={"seed": 1})
+    with pytest.raises(InputError, match="seed"):
+        run_demo(other, log=lambda _: None)

@@ -94,6 +94,11 @@ class DemoConfig(BaseModel):
     max_new_tokens: int = Field(96, ge=8, description="Generation length limit.")
     gallery_size: int = Field(12, ge=0, description="Test images shown in gallery.html.")
     caption_metrics: bool = Field(True, description="Run the caption metrics (needs Java).")
+    resume: bool = Field(
+        False,
+        description="Continue a stopped demo in `out` with the same settings: keep its data and "
+        "model, resume training from the newest checkpoint, predict only the missing lines.",
+    )
     sizes: DemoModelSizes = Field(default_factory=DemoModelSizes)
 
     def train_steps(self) -> int:
@@ -198,6 +203,7 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
     from roadscene.io import write_json
     from roadscene.metrics.captions import evaluate_captions
     from roadscene.metrics.safety import evaluate_safety
+    from roadscene.metrics.truth import truth_from_scenes
     from roadscene.models import get_family
     from roadscene.predict.runner import predict_file
     from roadscene.report import write_report_dir
@@ -205,8 +211,7 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
     from roadscene.train.runner import run_training
 
     out = Path(config.out)
-    if (out / "train").exists() or (out / SUMMARY_FILE).exists():
-        raise InputError("demo output folder is not empty; choose another --out", path=out)
+    _check_out_dir(config, out)
     torch.set_num_threads(config.threads)
     # Deterministic kernels where PyTorch has them (on CPU nearly all are; warn otherwise).
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -238,6 +243,8 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
     # 2. model ------------------------------------------------------------------------------
     init_dir = out / "model-init"
     with _Stage(log, seconds, "2/5 model: tokenizer + random-init model"):
+        if config.resume and (init_dir / "config.json").is_file():
+            log(f"  kept {init_dir} (--resume)")
         corpus_rng_seed = config.seed + 10_000
         from roadscene.data.synth import sample_scenes
 
@@ -245,8 +252,9 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
             structured_target(s) for s in sample_scenes(train_distribution, 4000, corpus_rng_seed)
         ]
         sizes = config.sizes.model_dump() if config.family == "smolvlm" else {}
-        family.build_tiny(init_dir, corpus=corpus, seed=config.seed, **sizes)
-        log(f"  {config.family} from scratch in {init_dir}")
+        if not (config.resume and (init_dir / "config.json").is_file()):
+            family.build_tiny(init_dir, corpus=corpus, seed=config.seed, **sizes)
+            log(f"  {config.family} from scratch in {init_dir}")
 
     # 3. train ------------------------------------------------------------------------------
     train_dir = out / "train"
@@ -290,18 +298,25 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
         )
 
     with _Stage(log, seconds, f"3/5 train: {steps} steps of {config.batch_size} fresh images"):
-        trained = run_training(
-            train_config, extra_callbacks=[budget], train_dataset_factory=rendered
-        )
-        summary_file = trained.model_dir / "training_summary.json"
+        summary_file = train_dir / "model" / "training_summary.json"
+        if config.resume and summary_file.is_file():
+            log(f"  kept the trained model in {summary_file.parent} (--resume)")
+        else:
+            has_checkpoint = any(train_dir.glob("checkpoint-*"))
+            run_training(
+                train_config,
+                resume=config.resume and has_checkpoint,
+                extra_callbacks=[budget],
+                train_dataset_factory=rendered,
+            )
         steps_done = json.loads(summary_file.read_text())["global_step"]
-        log(f"  {steps_done} steps, model in {trained.model_dir}")
+        log(f"  {steps_done} steps, model in {summary_file.parent}")
 
     # 4. predict ----------------------------------------------------------------------------
     predictions = out / "predictions_test.jsonl"
     with _Stage(log, seconds, f"4/5 predict: {config.n_test} held-out test images"):
         result = predict_file(
-            trained.model_dir,
+            summary_file.parent,
             data_dir / "bvpi_sft_test.jsonl",
             predictions,
             image_root=data_dir,
@@ -316,7 +331,7 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
     with _Stage(log, seconds, "5/5 evaluate: strict safety, captions, report, gallery"):
         safety = evaluate_safety(
             predictions,
-            test_truth,
+            truth_from_scenes(test_truth, split="synthetic test"),
             mode="both",
             baseline_scenes=synth.scenes["train"],
         )
@@ -368,6 +383,41 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
     write_json(out / SUMMARY_FILE, summary)
     _write_demo_markdown(demo, config, summary, report_dir / "report.md")
     return demo
+
+
+CONFIG_FILE = "demo_config.json"
+_RUN_DEFINING = {
+    "family", "seed", "steps", "batch_size", "learning_rate", "warmup_steps", "object_rate",
+    "n_train", "n_val", "n_test", "threads", "max_new_tokens", "sizes",
+}  # fmt: skip
+
+
+def _check_out_dir(config: DemoConfig, out: Path) -> None:
+    """A fresh run needs an unused folder; `resume` needs the same settings as the stopped run.
+    The settings are recorded in `demo_config.json` before anything else is written."""
+    from roadscene.io import write_json
+
+    saved_file = out / CONFIG_FILE
+    used = saved_file.exists() or (out / "train").exists() or (out / SUMMARY_FILE).exists()
+    if used and not config.resume:
+        raise InputError(
+            "demo output folder is not empty; pass --resume to continue it, or choose another "
+            "--out",
+            path=out,
+        )
+    # What decides the data, the model, its training and its answers (not reporting options).
+    current = config.model_dump(mode="json", include=_RUN_DEFINING)
+    current["steps"] = config.train_steps()
+    if config.resume and saved_file.is_file():
+        saved = json.loads(saved_file.read_text(encoding="utf-8"))
+        changed = sorted(k for k in current.keys() | saved.keys() if current.get(k) != saved.get(k))
+        if changed:
+            raise InputError(
+                f"--resume with other settings than the stopped run ({', '.join(changed)} "
+                "differ); use the same options or another --out",
+                path=saved_file,
+            )
+    write_json(saved_file, current)
 
 
 def _write_demo_gallery(

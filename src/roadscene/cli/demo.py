@@ -33,6 +33,13 @@ def demo(
     caption_metrics: Annotated[
         bool, typer.Option(help="Run the caption metrics (BLEU, METEOR, ROUGE-L, CIDEr; Java).")
     ] = True,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue a stopped demo in --out (same options): resume training from its "
+            "newest checkpoint, predict only the missing test images."
+        ),
+    ] = False,
 ) -> None:
     """Show the whole system working, offline on a CPU: synthetic data -> a small
     SmolVLM-architecture model trained from scratch -> predictions -> evaluation and report."""
@@ -56,6 +63,7 @@ def demo(
             n_val=n_val,
             threads=threads,
             caption_metrics=caption_metrics,
+            resume=resume,
         )
     except ValidationError as err:
         first = err.errors()[0]
