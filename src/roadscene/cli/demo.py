@@ -9,9 +9,9 @@ import typer
 
 
 def demo(
-    out: Annotated[Path, typer.Option(help="Output folder (must not hold a demo yet).")] = Path(
-        "runs/demo"
-    ),
+    out: Annotated[
+        Path, typer.Option(help="Output folder (must not hold a demo yet, unless --resume).")
+    ] = Path("runs/demo"),
     minutes: Annotated[
         float,
         typer.Option(
@@ -29,7 +29,14 @@ def demo(
     n_test: Annotated[int, typer.Option(min=1, help="Held-out synthetic test images.")] = 300,
     n_train: Annotated[int, typer.Option(min=1, help="Train images written to disk.")] = 400,
     n_val: Annotated[int, typer.Option(min=1, help="Val images written to disk.")] = 50,
-    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 2,
+    threads: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="torch CPU threads (fixed: part of what makes runs reproducible). On a machine "
+            "busy with other jobs, 1 can be much faster than 2.",
+        ),
+    ] = 2,
     caption_metrics: Annotated[
         bool, typer.Option(help="Run the caption metrics (BLEU, METEOR, ROUGE-L, CIDEr; Java).")
     ] = True,
