@@ -134,18 +134,22 @@ def captions(
     report_dir: ReportDirOpt = None,
 ) -> None:
     """BLEU-1..4, METEOR, ROUGE-L, CIDEr, SPICE (pycocoevalcap) and CLIPScore (torchmetrics)."""
+    from rich.console import Console
+
     from roadscene.metrics.captions import evaluate_captions
 
-    result = evaluate_captions(
-        predictions,
-        references,
-        split=split,
-        image_root=image_root,
-        clip_model=clip_model,
-        clean=clean.value,
-        spice_jars=spice_jars,
-        on_duplicate=on_duplicate.value,
-    )
+    status = "caption metrics: PTB tokenizer, METEOR and SPICE run in Java (METEOR's start takes 15-30 s)"
+    with Console(stderr=True).status(status):
+        result = evaluate_captions(
+            predictions,
+            references,
+            split=split,
+            image_root=image_root,
+            clip_model=clip_model,
+            clean=clean.value,
+            spice_jars=spice_jars,
+            on_duplicate=on_duplicate.value,
+        )
     _emit(result, out, report_dir, f"Caption metrics (compat), N = {result.report['n']}")
 
 

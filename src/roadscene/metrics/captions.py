@@ -365,13 +365,15 @@ def clip_scores(
     from PIL import Image, UnidentifiedImageError
     from torchmetrics.functional.multimodal import clip_score
     from torchvision.transforms.functional import pil_to_tensor
+    from tqdm import tqdm
 
     paths = [resolve_image(pair.image, image_root) for pair in pairs]  # fail before loading
     model, processor = load_clip(model_name_or_path)
     model = _clip_for_torchmetrics(model)
     scores = []
     with torch.inference_mode():
-        for pair, path in zip(pairs, paths, strict=True):
+        progress = tqdm(zip(pairs, paths, strict=True), total=len(pairs), desc="CLIPScore")
+        for pair, path in progress:
             if not pair.prediction.strip():
                 # No answer (missing or empty) scores 0; CLIP would happily embed "".
                 scores.append(0.0)
