@@ -46,6 +46,18 @@ def tiny_smolvlm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return get_family("smolvlm").build_tiny(out, seed=0)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run tiny-model tests on one intra-op thread: on a busy 2-core box, two OpenMP threads
+    spin against each other and small matmuls get ~50x slower (0.4 ms -> 20 ms measured)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def tiny_flamingo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random-init Flamingo (32 px CLIP of width 32, 8 perceiver latents, MosaicGPT 2 × 64,

@@ -17,6 +17,8 @@ from roadscene.models.flamingo.tiny import build_tiny_flamingo, train_tiny_token
 
 EXTRA_LM_ROWS = 13  # MPT-1B ships 50432 rows; OpenFlamingo's embedding has 50280
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 _ARCHITECTURE_FIELDS = (
     "perceiver_depth",

@@ -15,6 +15,8 @@ from roadscene.models.flamingo.fewshot import ShotSelector
 from roadscene.targets import CAPTION_PROMPT
 from roadscene.train.data import ExampleRecord
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture(scope="module")
 def loaded(tiny_flamingo_dir: Path):

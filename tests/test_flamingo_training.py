@@ -25,6 +25,8 @@ ANSWERS = [
     "Sidewalk: right. Road: left. RoadVsSidewalk: left_of. Nearby: no important close objects visible.",
 ]
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def _examples(count: int = 4) -> list[VisionTextExample]:
     return [

@@ -73,7 +73,15 @@ def tiny_config(tokenizer: PreTrainedTokenizerFast) -> FlamingoConfig:
             "hidden_act": "quick_gelu",
         },
         text_config=MosaicGPTConfig(
-            d_model=64, n_heads=4, n_layers=2, mlp_ratio=4, max_seq_len=512, vocab_size=vocab_size
+            d_model=64,
+            n_heads=4,
+            n_layers=2,
+            mlp_ratio=4,
+            max_seq_len=512,
+            vocab_size=vocab_size,
+            # A random frozen LM with the usual 0.02 init passes almost no context along; 0.1 lets
+            # the tiny model (whose LM stays frozen in training) still learn from its inputs.
+            initializer_range=0.1,
         ),
         perceiver_depth=2,
         perceiver_heads=2,
@@ -100,6 +108,11 @@ def build_tiny_flamingo(
     config.gate_init = gate_init
     torch.manual_seed(seed)
     model = FlamingoForConditionalGeneration(config).eval()
+    # The language model stays frozen in Flamingo training, and logits are tied to the embedding:
+    # with the usual 0.02 init a random LM's logits are nearly flat and nothing trainable could
+    # make them confident. Unit-scale rows (like a trained LM's) let the tiny model learn.
+    with torch.no_grad():
+        model.get_input_embeddings().weight.normal_(0.0, 1.0)
     processor = FlamingoProcessor(tokenizer, clip_image_processor(TINY_IMAGE_SIZE))
     return model, processor
 
