@@ -11,17 +11,31 @@ import pytest
 PRED_FILE = "predictions/smol_bvpi_test.jsonl"
 CAPTION_FILE = "predictions/smol_caption_base_test.json"
 CAPTION_METRIC_KEYS = {
-    "CIDEr", "SPICE", "CLIPScore", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L",
-    "avg_prediction_length", "avg_target_length",
-}  # fmt: skip
+    "CIDEr",
+    "SPICE",
+    "CLIPScore",
+    "BLEU-1",
+    "BLEU-2",
+    "BLEU-3",
+    "BLEU-4",
+    "METEOR",
+    "ROUGE-L",
+    "avg_prediction_length",
+    "avg_target_length",
+}
 
 
 def _safety_args(sensation_dir: Path, predictions: Path) -> list[Any]:
     return [
-        "evaluate", "safety", "--predictions", predictions,
-        "--captions", sensation_dir / "captions.csv",
-        "--annotations", sensation_dir / "annotations.csv",
-    ]  # fmt: skip
+        "evaluate",
+        "safety",
+        "--predictions",
+        predictions,
+        "--captions",
+        sensation_dir / "captions.csv",
+        "--annotations",
+        sensation_dir / "annotations.csv",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +43,16 @@ def caption_run(run_cli, sensation_dir: Path, tmp_path_factory: pytest.TempPathF
     """One caption evaluation of the real 333-item file (Java: PTB tokenizer + METEOR)."""
     out = tmp_path_factory.mktemp("captions")
     result = run_cli(
-        "evaluate", "captions", "--predictions", sensation_dir / CAPTION_FILE,
-        "--out", out / "report.json", "--report-dir", out / "dir", check=True,
-    )  # fmt: skip
+        "evaluate",
+        "captions",
+        "--predictions",
+        sensation_dir / CAPTION_FILE,
+        "--out",
+        out / "report.json",
+        "--report-dir",
+        out / "dir",
+        check=True,
+    )
     return result, out
 
 
@@ -82,11 +103,16 @@ def test_safety_report_dir_has_tables_plots_and_details(
     result = run_cli(*args, "--report-dir", folder, "--out", tmp_path / "r.json", check=True)
     names = {p.name for p in folder.iterdir()}
     expected = {
-        "report.json", "report.md", "details.jsonl",
-        "confusion_sidewalk_pos.png", "confusion_road_pos.png", "confusion_road_vs_sidewalk.png",
-        "objects_near_precision_recall.png", "objects_far_precision_recall.png",
+        "report.json",
+        "report.md",
+        "details.jsonl",
+        "confusion_sidewalk_pos.png",
+        "confusion_road_pos.png",
+        "confusion_road_vs_sidewalk.png",
+        "objects_near_precision_recall.png",
+        "objects_far_precision_recall.png",
         "objects_compat_precision_recall.png",
-    }  # fmt: skip
+    }
     assert expected <= names
     report = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
     assert report["compat"]["accuracy"]["sidewalk_pos"]["correct"] == 201
@@ -132,12 +158,20 @@ def test_compare_prints_one_table_and_writes_markdown(
     run_cli(*_safety_args(sensation_dir, reference), "--out", truth, check=True)
     markdown = tmp_path / "compare.md"
     result = run_cli(
-        "evaluate", "compare", model, truth, "--names", "smol,truth", "--markdown", markdown,
+        "evaluate",
+        "compare",
+        model,
+        truth,
+        "--names",
+        "smol,truth",
+        "--markdown",
+        markdown,
         check=True,
-    )  # fmt: skip
+    )
     assert "smol" in result.stdout and "truth" in result.stdout
     table = markdown.read_text(encoding="utf-8")
     assert table.startswith("| metric | smol | truth |")
-    assert "| strict sidewalk_pos accuracy | 0.6036 | 1.0000 |" in table
+    assert "| strict sidewalk_pos accuracy | 0.6036 | **1.0000** |" in table
+    assert "| missing | 0 | 0 |" in table  # counts are not scores: never marked
     bad = run_cli("evaluate", "compare", sensation_dir / "captions.csv")
     assert bad.returncode == 2 and "captions.csv" in bad.stderr

@@ -56,4 +56,4 @@ def test_report_dir_is_replaced_whole_and_compare_reads_reports(tmp_path: Path) 
     write_report_dir(result.report, folder)  # a report dict alone also works (no details)
     assert (folder / "details.jsonl").read_text() == ""
     table = comparison_markdown([result.report, result.report], ["one", "two"])
-    assert "| strict sidewalk_pos accuracy | 0.3333 | 0.3333 |" in table
+    assert "| strict sidewalk_pos accuracy | 0.3333 | 0.3333 |" in table  # a tie marks nothing

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from roadscene.metrics.results import EvaluationResult
 
 app = typer.Typer(
     help="Evaluate predictions: caption metrics, safety fields and objects, comparisons.",
@@ -69,7 +72,7 @@ DuplicateOpt = Annotated[
 ]
 
 
-def _emit(result, out: Path | None, report_dir: Path | None, title: str) -> None:
+def _emit(result: EvaluationResult, out: Path | None, report_dir: Path | None, title: str) -> None:
     """Print the headline figures, then write the requested files (each atomically)."""
     from rich.console import Console
     from rich.table import Table
@@ -223,7 +226,7 @@ def compare(
         raise InputError(
             f"--names gives {len(columns)} names for {len(loaded)} reports", field="names"
         )
-    header, rows = comparison_table(loaded, columns)
+    header, rows = comparison_table(loaded, columns, mark_best=lambda cell: f"[bold]{cell}[/]")
     table = Table()
     for index, name in enumerate(header):
         table.add_column(name, justify="left" if index == 0 else "right")

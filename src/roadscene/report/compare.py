@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,21 +45,27 @@ def headline_metrics(report: dict[str, Any]) -> list[tuple[str, Any]]:
             block = strict["fields"][name]
             rows += [
                 (f"strict {name} accuracy", _get(block, "accuracy", "rate")),
-                (f"strict {name} acc. w/o unknown truth",
-                 _get(block, "accuracy_known_truth", "rate")),
+                (
+                    f"strict {name} acc. w/o unknown truth",
+                    _get(block, "accuracy_known_truth", "rate"),
+                ),
                 (f"strict {name} balanced acc.", block.get("balanced_accuracy")),
                 (f"strict {name} macro-F1", block.get("macro_f1")),
-            ]  # fmt: skip
+            ]
         rows.append(("strict consistency", _get(strict, "consistency", "rate")))
         for side in ("near", "far"):
             rows += [
                 (f"strict {side} micro-F1", _get(strict, "objects", side, "micro", "f1")),
                 (f"strict {side} macro-F1", _get(strict, "objects", side, "macro", "f1")),
-                (f"strict {side} position acc.",
-                 _get(strict, "objects", side, "micro", "position_accuracy", "rate")),
-                (f"strict {side} count acc.",
-                 _get(strict, "objects", side, "micro", "count_accuracy", "rate")),
-            ]  # fmt: skip
+                (
+                    f"strict {side} position acc.",
+                    _get(strict, "objects", side, "micro", "position_accuracy", "rate"),
+                ),
+                (
+                    f"strict {side} count acc.",
+                    _get(strict, "objects", side, "micro", "count_accuracy", "rate"),
+                ),
+            ]
     compat = report.get("compat")
     if compat:
         for name in FIELD_REPORT_NAMES.values():
@@ -73,15 +80,42 @@ def headline_metrics(report: dict[str, Any]) -> list[tuple[str, Any]]:
     return rows
 
 
+# Figures where a larger value is not better: counts and lengths are context, not scores.
+NOT_SCORES: frozenset[str] = frozenset(
+    {"n", "missing", "avg_prediction_length", "avg_target_length"}
+)
+
+
+def best_columns(values: list[Any], label: str) -> set[int]:
+    """Columns holding the best (highest) score of a row; none for non-scores or ties of all."""
+    numbers = {i: v for i, v in enumerate(values) if isinstance(v, int | float)}
+    if label in NOT_SCORES or len(numbers) < 2:
+        return set()
+    top = max(numbers.values())
+    best = {i for i, v in numbers.items() if v == top}
+    return best if len(best) < len(numbers) else set()
+
+
 def comparison_table(
-    reports: list[dict[str, Any]], names: list[str]
+    reports: list[dict[str, Any]],
+    names: list[str],
+    *,
+    mark_best: Callable[[str], str] = lambda cell: f"**{cell}**",
 ) -> tuple[list[str], list[list[str]]]:
-    """(header, rows): one row per figure, one column per report; `—` where a report lacks it."""
+    """(header, rows): one row per figure, one column per report; `—` where a report lacks it.
+
+    The best score of each row goes through `mark_best` (every score here: higher is better).
+    """
     columns = [dict(headline_metrics(r)) for r in reports]
     labels: list[str] = []
     for report in reports:
         labels += [label for label, _ in headline_metrics(report) if label not in labels]
-    rows = [[label, *(fmt(col.get(label), 4) for col in columns)] for label in labels]
+    rows = []
+    for label in labels:
+        values = [col.get(label) for col in columns]
+        best = best_columns(values, label)
+        cells = [mark_best(fmt(v, 4)) if i in best else fmt(v, 4) for i, v in enumerate(values)]
+        rows.append([label, *cells])
     return ["metric", *names], rows
 
 
