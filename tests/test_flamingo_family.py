@@ -143,3 +143,61 @@ def test_similar_shots_are_nearest_by_image_embedding_closest_last(tmp_path: Pat
 def test_too_few_shot_rows_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="3 shots need more than 3"):
         ShotSelector(_records(tmp_path, [0, 1, 2]), 3, "random")
+
+
+def _bvpi_file(path: Path, shades: list[int]) -> Path:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for index, shade in enumerate(shades):
+        image = path.parent / f"{path.stem}-{index}.png"
+        Image.new("RGB", (40, 30), (shade, 100, 255 - shade)).save(image)
+        response = f"Sidewalk: left. Road: right. RoadVsSidewalk: right_of. Nearby: {index} cars."
+        lines.append(json.dumps({"image": image.name, "prompt": "Describe.", "response": response}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_predict_file_with_shots_and_zero_shot(tiny_flamingo_dir: Path, tmp_path: Path) -> None:
+    import json
+
+    from roadscene.models.flamingo.fewshot import fewshot_predict_options
+    from roadscene.predict.runner import predict_file
+
+    train = _bvpi_file(tmp_path / "train" / "bvpi_sft_train.jsonl", [0, 60, 120, 180])
+    test = _bvpi_file(tmp_path / "test" / "bvpi_sft_test.jsonl", [30, 200, 90])
+    settings = {"batch_size": 2, "max_new_tokens": 4, "progress": False}
+    outputs = []
+    for name in ("a", "b"):
+        options = fewshot_predict_options(2, train, selection="random", seed=3, data=test)
+        predict_file(tiny_flamingo_dir, test, tmp_path / f"{name}.jsonl", **settings, **options)
+        outputs.append(
+            [json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
+        )
+    assert outputs[0] == outputs[1]  # same shots, same answers
+    train_images = {f"bvpi_sft_train-{i}.png" for i in range(4)}
+    for row in outputs[0]:
+        assert len(row["shots"]) == 2 and set(row["shots"]) <= train_images
+    similar = fewshot_predict_options(1, train, selection="similar", data=test)
+    predict_file(tiny_flamingo_dir, test, tmp_path / "s.jsonl", **settings, **similar)
+    rows = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert [len(row["shots"]) for row in rows] == [1, 1, 1]
+    predict_file(tiny_flamingo_dir, test, tmp_path / "zero.jsonl", **settings)
+    zero = [json.loads(line) for line in (tmp_path / "zero.jsonl").read_text().splitlines()]
+    assert len(zero) == 3 and all("shots" not in row for row in zero)
+
+
+def test_shot_options_are_checked_before_any_model_work(tmp_path: Path) -> None:
+    from roadscene.models.flamingo.fewshot import fewshot_predict_options
+
+    test = _bvpi_file(tmp_path / "bvpi_sft_test.jsonl", [1])
+    with pytest.raises(InputError, match="--shots needs --shots-from"):
+        fewshot_predict_options(2, None, data=test)
+    with pytest.raises(InputError, match="--shots-from needs --shots"):
+        fewshot_predict_options(0, test, data=test)
+    with pytest.raises(
+        InputError, match="unknown --shot-selection 'nearest'; allowed: random, similar"
+    ):
+        fewshot_predict_options(2, test, selection="nearest", data=test)
+    assert fewshot_predict_options(0, None, data=test) == {}

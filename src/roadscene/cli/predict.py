@@ -43,6 +43,18 @@ def predict(
         "--format",
         help="text, or json: also write the parsed answer as an annotation-schema object.",
     ),
+    shots: int = typer.Option(
+        0, "--shots", min=0, help="In-context demonstrations per item (flamingo; 0 = zero-shot)."
+    ),
+    shots_from: Path | None = typer.Option(
+        None, "--shots-from", help="Data file the demonstrations come from (the training split)."
+    ),
+    shot_selection: str = typer.Option(
+        "random",
+        "--shot-selection",
+        help="random, or similar: nearest training images by CLIP embedding (RICES).",
+    ),
+    shot_seed: int = typer.Option(0, "--shot-seed", help="Seed of the random shot selection."),
 ) -> None:
     """Generate answers (answer text only) for every row; one JSON line per item."""
     from roadscene.errors import InputError
@@ -61,6 +73,17 @@ def predict(
         relation_from_fields=relation_from_fields,
         output_format=output_format,
         max_new_tokens=max_new_tokens,
+    )
+    from roadscene.models.flamingo.fewshot import fewshot_predict_options
+
+    options |= fewshot_predict_options(
+        shots,
+        shots_from,
+        selection=shot_selection,
+        seed=shot_seed,
+        task=task,
+        data=data,
+        image_root=image_root,
     )
     summary = predict_file(
         model,

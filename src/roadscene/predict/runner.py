@@ -216,12 +216,15 @@ def predict_file(
     progress: bool = True,
     row_views: Callable[[str, str], dict[str, Any]] | None = None,
     processor_factory_for: Callable[[Predictor], Callable[[], Any]] | None = None,
+    demonstrations_for: Callable[[Predictor], Callable[[list, list], list]] | None = None,
 ) -> PredictSummary:
     """Predict every row of `data` (a bvpi_sft / captions file) into `out` (JSONL), resumably.
 
     `row_views(prediction, image)` adds keys to each output line (e.g. the navigation `cue`);
     `processor_factory_for(predictor)` makes the `logits_processor_factory` once the model is
-    loaded (e.g. the answer grammar, which needs the model's tokenizer)."""
+    loaded (e.g. the answer grammar, which needs the model's tokenizer);
+    `demonstrations_for(predictor)` makes a function `(records, examples) -> examples` that adds
+    few-shot demonstrations (their images are listed under `shots` in each line)."""
     import time
 
     from tqdm.auto import tqdm
@@ -261,6 +264,7 @@ def predict_file(
         predictor = Predictor.load(model, adapter=adapter, family=family)
     if processor_factory_for is not None:
         logits_processor_factory = processor_factory_for(predictor)
+    add_demonstrations = demonstrations_for(predictor) if demonstrations_for is not None else None
 
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -271,6 +275,8 @@ def predict_file(
         for first in range(0, len(todo), batch_size):
             chunk = todo[first : first + batch_size]
             examples = [to_example(r, with_answer=False) for r in chunk]
+            if add_demonstrations is not None:
+                examples = add_demonstrations(chunk, examples)
             texts = predictor.generate_batch(
                 examples,
                 num_beams=num_beams,
@@ -278,7 +284,7 @@ def predict_file(
                 logits_processor_factory=logits_processor_factory,
             )
             lines = []
-            for record, text in zip(chunk, texts, strict=True):
+            for record, example, text in zip(chunk, examples, texts, strict=True):
                 row: dict[str, Any] = {
                     "line": record.line,
                     "image": record.image,
@@ -287,6 +293,8 @@ def predict_file(
                 }
                 if record.answer is not None:
                     row["target"] = record.answer
+                if example.demonstrations:
+                    row["shots"] = [shot.image_ref for shot in example.demonstrations]
                 row["parsed"] = parsed_fields(text)
                 if row_views is not None:
                     row.update(row_views(text, record.image))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from roadscene.errors import InputError
@@ -135,3 +136,60 @@ class ShotSelector:
             replace(example, demonstrations=[to_example(r, with_answer=True) for r in chosen])
             for example, chosen in zip(examples, self.select(queries), strict=True)
         ]
+
+
+def fewshot_predict_options(
+    shots: int,
+    shots_from: str | Path | None,
+    *,
+    selection: str = "random",
+    seed: int = 0,
+    task: str = "auto",
+    data: str | Path | None = None,
+    image_root: str | Path | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments for `predict_file` implementing `--shots/--shots-from/--shot-selection`
+    (empty for zero-shot). The shot file is read and checked here, before any model work."""
+    from roadscene.io import read_records
+    from roadscene.predict.runner import Predictor, detect_task
+    from roadscene.train.data import load_records
+
+    if selection not in SHOT_SELECTIONS:
+        raise InputError(
+            f"unknown --shot-selection '{selection}'; allowed: {', '.join(SHOT_SELECTIONS)}",
+            field="shot_selection",
+        )
+    if shots < 0:
+        raise InputError(f"--shots must be >= 0, got {shots}", field="shots")
+    if shots == 0:
+        if shots_from is not None:
+            raise InputError("--shots-from needs --shots K (K > 0)", field="shots")
+        return {}
+    if shots_from is None:
+        raise InputError(
+            "--shots needs --shots-from TRAIN_FILE (e.g. bvpi_sft_train.jsonl)", field="shots_from"
+        )
+    shots_from = Path(shots_from)
+    if task == "auto":
+        if data is None:
+            raise InputError("--task auto needs the data file to detect the task", field="task")
+        task = detect_task(read_records(data))
+    root = Path(image_root) if image_root is not None else shots_from.parent
+    pool = load_records(task, shots_from, root, require_answer=True)
+
+    def demonstrations_for(predictor: Predictor) -> Callable[[list, list], list]:
+        if not getattr(predictor.family, "supports_demonstrations", False):
+            raise InputError(
+                f"--shots needs a family that takes in-context demonstrations (flamingo); "
+                f"this model is '{predictor.family.name}'",
+                field="shots",
+            )
+        embedder = (
+            predictor.family.image_embedder(predictor.model, predictor.processor)
+            if selection == "similar"
+            else None
+        )
+        selector = ShotSelector(pool, shots, selection, seed=seed, embed_images=embedder)  # type: ignore[arg-type]
+        return selector.attach
+
+    return {"demonstrations_for": demonstrations_for}
