@@ -46,6 +46,8 @@ def main(
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Write the JSON here (else stdout).")] = None,
 ) -> None:
+    from pydantic import ValidationError
+
     from roadscene.bench.gpu import GpuBenchSettings, run_gpu_bench
     from roadscene.bench.report import render
     from roadscene.errors import InputError
@@ -66,8 +68,14 @@ def main(
             cpu_threads=cpu_threads,
             **({"batch_sizes": batch_size} if batch_size else {}),
         )
-    except ValueError as err:  # pydantic ValidationError: name the field and the bad value
-        print(f"error: {err}", file=sys.stderr)
+    except ValidationError as err:  # one line naming the option and the bad value
+        first = err.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "settings"
+        option = "--" + {"archs": "arch", "batch_sizes": "batch-size"}.get(field, field).replace(
+            "_", "-"
+        )
+        message = first["msg"].removeprefix("Value error, ")
+        print(f"error: {option}: {message} (got {first['input']!r})", file=sys.stderr)
         raise typer.Exit(2) from None
     try:
         result = run_gpu_bench(settings, progress=lambda message: print(message, file=sys.stderr))

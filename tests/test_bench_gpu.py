@@ -252,17 +252,21 @@ def test_bench_tiny_cpu_run_writes_the_full_document(tmp_path: Path) -> None:
     assert [goal["met"] for goal in doc["goals"]] == [None] * 4  # goals are for the GPU run
 
 
-def test_bench_real_scale_without_a_gpu_is_a_clear_error(tmp_path: Path) -> None:
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is present")
-    out = tmp_path / "real.json"
+def test_real_scale_without_a_gpu_is_a_clear_input_error() -> None:
+    from roadscene.bench.gpu import GpuBenchSettings, run_gpu_bench
+
+    with pytest.raises(InputError, match="--scale real needs a CUDA GPU"):
+        run_gpu_bench(GpuBenchSettings(scale="real", device="cpu"))
+
+
+def test_bench_bad_option_names_it_and_exits_2() -> None:
     result = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "gpu.py"), "--scale", "real", "--out", str(out)],
+        [sys.executable, str(REPO / "bench" / "gpu.py"), "--arch", "smolvlm3"],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
         timeout=300,
     )
     assert result.returncode == 2
-    assert "needs a CUDA GPU" in result.stderr
-    assert not out.exists()
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --arch: unknown architecture")
+    assert "smolvlm2-2.2b" in result.stderr

@@ -15,6 +15,7 @@ import datetime as dt
 import gc
 import math
 import platform
+import statistics
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,9 +26,12 @@ from pydantic import BaseModel, Field, field_validator
 
 from roadscene.bench import costs
 from roadscene.bench.measure import (
+    Clock,
     DeviceLimits,
-    ModuleTimer,
+    GenerationSplit,
+    GenerationTrace,
     measure_limits,
+    split_trace,
     time_call,
     track_peak_memory,
 )
@@ -105,14 +109,15 @@ class GpuBenchSettings(BaseModel):
 # ----------------------------------------------------------------------------- helpers
 
 
-class StepCounter:
-    """Logits processor that only counts generation steps (checks the forced length)."""
+class StepMarker:
+    """Logits processor that marks the time of every generation step (changes nothing)."""
 
-    def __init__(self) -> None:
-        self.steps = 0
+    def __init__(self, clock: Clock, trace: GenerationTrace) -> None:
+        self.clock = clock
+        self.trace = trace
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        self.steps += 1
+        self.trace.steps.append(self.clock.mark())
         return scores
 
 
@@ -133,13 +138,20 @@ def _free_memory(device: torch.device) -> None:
 
 
 class GenerationRun:
-    """Median wall time, image-encoding time per call, peak memory and steps of one setting."""
+    """Medians over the timed calls of one setting, plus peak memory."""
 
-    def __init__(self, seconds: float, vision_seconds: float, peak_bytes: int | None, steps: int):
-        self.seconds = seconds
-        self.vision_seconds = vision_seconds
+    def __init__(self, splits: list[GenerationSplit], peak_bytes: int | None):
+        def median(values: list[float | None]) -> float | None:
+            present = [value for value in values if value is not None]
+            return statistics.median(present) if present else None
+
+        self.seconds = median([split.total for split in splits])
+        self.preprocess = median([split.preprocess for split in splits])
+        self.image_encoding = median([split.image_encoding for split in splits])
+        self.encode_prefill = median([split.encode_prefill for split in splits])
+        self.decode_per_token = median([split.decode_per_token for split in splits])
+        self.steps = splits[-1].steps
         self.peak_bytes = peak_bytes
-        self.steps = steps
 
 
 def timed_generation(
@@ -153,7 +165,8 @@ def timed_generation(
     repeats: int,
     processor_factory: Callable[[], Any] | None = None,
 ) -> GenerationRun:
-    """Time `Predictor.generate_batch` (the `roadscene predict` path) on `examples`.
+    """Time `Predictor.generate_batch` (the `roadscene predict` path) on `examples`, each call
+    split by time points into preprocessing, image encoding + prefill and decode steps.
 
     `forced`: exactly `max_new_tokens` tokens (min = max, so no stop token ends it early).
     `processor_factory`: extra logits processors, fresh for every call (e.g. the grammar).
@@ -163,17 +176,23 @@ def timed_generation(
     from roadscene.predict.runner import Predictor
 
     predictor = Predictor(subject.family, subject.model, processor, source=subject.arch.name)
-    counters: list[StepCounter] = []
-
-    def make_processors() -> Any:
-        counter = StepCounter()
-        counters.append(counter)
-        extra = list(processor_factory()) if processor_factory is not None else []
-        return LogitsProcessorList([*extra, counter])
-
+    clock = Clock(subject.device)
+    traces: list[GenerationTrace] = []
     kwargs: dict[str, Any] = {"min_new_tokens": max_new_tokens} if forced else {}
 
+    def make_processors() -> Any:
+        extra = list(processor_factory()) if processor_factory is not None else []
+        return LogitsProcessorList([*extra, StepMarker(clock, traces[-1])])
+
+    def vision_started(*_: Any) -> None:
+        if traces[-1].vision_start is None:
+            traces[-1].vision_start = clock.mark()
+
+    def vision_ended(*_: Any) -> None:
+        traces[-1].vision_end = clock.mark()
+
     def run() -> None:
+        traces.append(GenerationTrace(start=clock.mark()))
         predictor.generate_batch(
             examples,
             num_beams=1,
@@ -181,21 +200,29 @@ def timed_generation(
             logits_processor_factory=make_processors,
             **kwargs,
         )
+        traces[-1].end = clock.mark()
 
-    vision_timer = ModuleTimer(subject.device).attach(subject.vision_module)
+    hooks = [
+        subject.vision_module.register_forward_pre_hook(vision_started),
+        subject.vision_module.register_forward_hook(vision_ended),
+    ]
     try:
         for _ in range(warmup):
             run()
-        vision_timer.reset()
+        timed_from = len(traces)
         with track_peak_memory(subject.device) as peak:
-            timing = time_call(run, device=subject.device, warmup=0, repeat=repeats)
-        vision_seconds = vision_timer.seconds() / repeats
+            for _ in range(repeats):
+                run()
     finally:
-        vision_timer.detach()
-    steps = counters[-1].steps
-    if forced and steps != max_new_tokens:
-        raise RuntimeError(f"generation ran {steps} steps, expected exactly {max_new_tokens}")
-    return GenerationRun(timing.median, vision_seconds, peak.bytes, steps)
+        for hook in hooks:
+            hook.remove()
+    splits = [split_trace(clock, trace) for trace in traces[timed_from:]]
+    for split in splits:
+        if forced and split.steps != max_new_tokens:
+            raise RuntimeError(
+                f"generation ran {split.steps} steps, expected exactly {max_new_tokens}"
+            )
+    return GenerationRun(splits, peak.bytes)
 
 
 # ----------------------------------------------------------------------------- inference
@@ -217,16 +244,6 @@ def measure_inference_variant(
     [example] = subject.examples(1, prompt=prompt)
     features = family.encode(processor, example)
     shape = subject.sequence_shape(features)
-    cpu = torch.device("cpu")
-
-    def preprocess() -> None:
-        family.collate(processor, [family.encode(processor, example)], padding_side="left")
-
-    preprocess_s = time_call(preprocess, device=cpu, warmup=1, repeat=settings.repeats).median
-    first = timed_generation(
-        subject, processor, [example], max_new_tokens=1, forced=True,
-        warmup=settings.warmup, repeats=settings.repeats,
-    )  # fmt: skip
     full = timed_generation(
         subject, processor, [example], max_new_tokens=new_tokens, forced=True,
         warmup=settings.warmup, repeats=settings.repeats,
@@ -236,14 +253,12 @@ def measure_inference_variant(
     # KV cache grows during decoding: its mean length over the generated tokens.
     mean_context = shape.tokens + new_tokens / 2
     decode_bound_s = _decode_bound_s(subject, limits, batch=1, context=mean_context)
-    encode_prefill_s = max(first.seconds - preprocess_s, 0.0)
-    decode_s = (full.seconds - first.seconds) / (new_tokens - 1)
+    total_bound_s = prefill_bound_s + new_tokens * decode_bound_s
     batch1 = {
-        "preprocess_ms": _ms(preprocess_s),
-        "image_encoding_ms": _ms(first.vision_seconds),
-        "first_token_ms": _ms(first.seconds),
-        "encode_prefill_ms": _ms(encode_prefill_s),
-        "decode_ms_per_token": _ms(decode_s),
+        "preprocess_ms": _ms(full.preprocess),
+        "image_encoding_ms": _ms(full.image_encoding),
+        "encode_prefill_ms": _ms(full.encode_prefill),
+        "decode_ms_per_token": _ms(full.decode_per_token),
         "total_ms": _ms(full.seconds),
         "new_tokens": new_tokens,
         "peak_memory_bytes": full.peak_bytes,
@@ -251,12 +266,12 @@ def measure_inference_variant(
         "bound": {
             "encode_prefill_ms": _ms(prefill_bound_s),
             "decode_ms_per_token": _ms(decode_bound_s),
-            "total_ms": _ms(prefill_bound_s + new_tokens * decode_bound_s),
+            "total_ms": _ms(total_bound_s),
         },
         "x_bound": {
-            "encode_prefill": _ratio(encode_prefill_s, prefill_bound_s),
-            "decode": _ratio(decode_s, decode_bound_s),
-            "total": _ratio(full.seconds, prefill_bound_s + new_tokens * decode_bound_s),
+            "encode_prefill": _ratio(full.encode_prefill, prefill_bound_s),
+            "decode": _ratio(full.decode_per_token, decode_bound_s),
+            "total": _ratio(full.seconds, total_bound_s),
         },
     }
     batched = []
@@ -274,7 +289,8 @@ def measure_inference_variant(
                 "batch_size": batch_size,
                 "total_ms": _ms(run.seconds),
                 "images_per_s": batch_size / run.seconds,
-                "image_encoding_ms": _ms(run.vision_seconds),
+                "image_encoding_ms": _ms(run.image_encoding),
+                "decode_ms_per_step": _ms(run.decode_per_token),
                 "peak_memory_bytes": run.peak_bytes,
                 "bound_ms": _ms(bound_s),
                 "x_bound": _ratio(run.seconds, bound_s),

@@ -90,50 +90,67 @@ def track_peak_memory(device: torch.device) -> Iterator[PeakMemory]:
             peak.bytes = int(torch.cuda.max_memory_allocated(device))
 
 
-@dataclass
-class ModuleTimer:
-    """Time spent inside one module's forward (summed over calls), from forward hooks.
+class Clock:
+    """Time points on the device's timeline: CUDA events (recorded in stream order, read after
+    one synchronize) or `perf_counter` on the CPU."""
 
-    Used to split image encoding from the language-model prefill inside one `generate` call.
-    """
+    def __init__(self, device: torch.device):
+        self.device = device
 
-    device: torch.device
-    _pending: list[Any] = field(default_factory=list)
-    _intervals: list[tuple[Any, Any]] = field(default_factory=list)
-    _handles: list[Any] = field(default_factory=list)
-
-    def attach(self, module: torch.nn.Module) -> ModuleTimer:
-        self._handles.append(module.register_forward_pre_hook(self._start))
-        self._handles.append(module.register_forward_hook(self._stop))
-        return self
-
-    def _mark(self) -> Any:
+    def mark(self) -> Any:
         if self.device.type == "cuda":
             event = torch.cuda.Event(enable_timing=True)
             event.record()
             return event
         return time.perf_counter()
 
-    def _start(self, *_: Any) -> None:
-        self._pending.append(self._mark())
-
-    def _stop(self, *_: Any) -> None:
-        self._intervals.append((self._pending.pop(), self._mark()))
-
-    def reset(self) -> None:
-        self._pending.clear()
-        self._intervals.clear()
-
-    def seconds(self) -> float:
-        synchronize(self.device)
+    def seconds_between(self, start: Any, end: Any) -> float:
         if self.device.type == "cuda":
-            return sum(start.elapsed_time(end) for start, end in self._intervals) / 1000.0
-        return sum(end - start for start, end in self._intervals)
+            end.synchronize()
+            return start.elapsed_time(end) / 1000.0
+        return end - start
 
-    def detach(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+
+@dataclass
+class GenerationTrace:
+    """Time points inside ONE `generate` call: call start, vision tower start/end, and the
+    logits of every step (the first ends the prefill, the rest are decode steps)."""
+
+    start: Any = None
+    vision_start: Any = None
+    vision_end: Any = None
+    steps: list[Any] = field(default_factory=list)
+    end: Any = None
+
+
+@dataclass
+class GenerationSplit:
+    """Seconds of one traced call: preprocessing (processor, collate, copy to the device),
+    image encoding, encoding + prefill (vision start to first logits), decode per token."""
+
+    total: float
+    preprocess: float
+    image_encoding: float
+    encode_prefill: float
+    decode_per_token: float | None
+    steps: int
+
+
+def split_trace(clock: Clock, trace: GenerationTrace) -> GenerationSplit:
+    if trace.vision_start is None or not trace.steps:
+        raise RuntimeError("the generate call never ran the vision tower or produced logits")
+    steps = len(trace.steps)
+    decode = (
+        clock.seconds_between(trace.steps[0], trace.steps[-1]) / (steps - 1) if steps > 1 else None
+    )
+    return GenerationSplit(
+        total=clock.seconds_between(trace.start, trace.end),
+        preprocess=clock.seconds_between(trace.start, trace.vision_start),
+        image_encoding=clock.seconds_between(trace.vision_start, trace.vision_end),
+        encode_prefill=clock.seconds_between(trace.vision_start, trace.steps[0]),
+        decode_per_token=decode,
+        steps=steps,
+    )
 
 
 @dataclass
@@ -163,7 +180,20 @@ def device_name(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     import platform
 
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    model = platform.processor() or platform.machine()
+    try:  # Linux names the CPU model here
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            model = next(
+                (
+                    line.split(":", 1)[1].strip()
+                    for line in cpuinfo
+                    if line.startswith("model name")
+                ),
+                model,
+            )
+    except OSError:
+        pass
+    return f"CPU: {model}, {torch.get_num_threads()} torch threads"
 
 
 def measure_bandwidth(device: torch.device, nbytes: int, *, repeat: int = 5) -> float:

@@ -51,7 +51,7 @@ def render(result: dict[str, Any], console: Console | None = None) -> None:
         inference = model["inference"]
         latency = Table(title=f"{name}: batch 1, {_first_batch1(inference)['new_tokens']} tokens")
         for column in (
-            "processor", "image tok", "encode+prefill ms", "(×bound)", "image enc ms",
+            "processor", "image tok", "preproc ms", "encode+prefill ms", "(×bound)", "image enc ms",
             "decode ms/tok", "(×bound)", "total ms", "peak GiB",
         ):  # fmt: skip
             latency.add_column(column, justify="right")
@@ -67,6 +67,7 @@ def render(result: dict[str, Any], console: Console | None = None) -> None:
             latency.add_row(
                 label,
                 _num(data["image_tokens"]),
+                _num(b1["preprocess_ms"]),
                 _num(b1["encode_prefill_ms"]),
                 _x(b1["x_bound"]["encode_prefill"]),
                 _num(b1["image_encoding_ms"]),

@@ -8,7 +8,8 @@ generation (the `roadscene predict` path). Only the weights differ: random inste
 The tokenizer is the family's locally trained tiny tokenizer (nothing comes from the hub), with
 the architecture's special-token ids remapped to it; the embedding tables keep their real size,
 so weights, FLOPs and memory are the real model's. Prompt lengths in text tokens differ slightly
-from the real tokenizer's; image token counts (which dominate) are exact.
+from the real tokenizer's (about one token per word here); image token counts (which dominate
+SmolVLM's prompt) are exact.
 """
 
 from __future__ import annotations
@@ -47,7 +48,12 @@ def bench_image(size: int, seed: int = 0) -> Any:
 def _family_processor(family: ModelFamily, workdir: Path) -> Any:
     """The family's own offline processor (locally trained tokenizer, chat template): built with
     `build_tiny` and read back through `family.load`, as a user's saved model would be."""
-    folder = family.build_tiny(workdir / f"{family.name}-tokenizer", seed=0)
+    from roadscene.targets import CAPTION_PROMPT, DEFAULT_PROMPT
+
+    # Trained on the benchmark's own texts, the BPE merges reach about one token per word, like
+    # the real tokenizers, so prompt lengths stay close to the real ones.
+    corpus = [DEFAULT_PROMPT, CAPTION_PROMPT, TRAINING_ANSWER] * 8
+    folder = family.build_tiny(workdir / f"{family.name}-tokenizer", seed=0, corpus=corpus)
     return family.load(folder, device="cpu", dtype=torch.float32).processor
 
 
