@@ -90,3 +90,46 @@ def run_cli():
         return result
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_bvpi_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny `data build`-style folder: 8 solid-colour 64x48 images and bvpi_sft_{train,val,test}
+    .jsonl (the same 8 rows in each split), each image with its own structured answer."""
+    import json
+
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("tiny_bvpi")
+    (root / "images").mkdir()
+    colours = [(230, 20, 20), (20, 200, 20), (20, 20, 230), (230, 230, 20), (230, 20, 230),
+               (20, 230, 230), (128, 128, 128), (250, 140, 0)]  # fmt: skip
+    headers = [("left", "right", "right_of"), ("center", "front", "crossing_front"),
+               ("right", "left", "left_of"), ("left", "front", "crossing_front"),
+               ("center", "left", "left_of"), ("right", "front", "crossing_front"),
+               ("left", "right", "right_of"), ("center", "right", "right_of")]  # fmt: skip
+    nearby = ["no important close objects visible.", "a person close on the left.",
+              "2 cars close on the left and right.", "no important close objects visible.",
+              "an obstacle close on the center.", "no important close objects visible.",
+              "a bicycle close on the right; a traffic sign close on the left.",
+              "no important close objects visible."]  # fmt: skip
+    rows = []
+    for index, (colour, (sidewalk, road, relation), near) in enumerate(
+        zip(colours, headers, nearby, strict=True)
+    ):
+        Image.new("RGB", (64, 48), colour).save(root / "images" / f"{index}.png")
+        response = f"Sidewalk: {sidewalk}. Road: {road}. RoadVsSidewalk: {relation}. Nearby: {near}"
+        rows.append(
+            {
+                "image": f"images/{index}.png",
+                "prompt": "Describe the scene.",
+                "response": response,
+                "sidewalk_pos": sidewalk,
+                "road_pos": road,
+                "road_vs_sidewalk": relation,
+            }  # fmt: skip
+        )
+    for split in ("train", "val", "test"):
+        with open(root / f"bvpi_sft_{split}.jsonl", "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(row) + "\n" for row in rows)
+    return root

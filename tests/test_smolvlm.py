@@ -13,6 +13,16 @@ from roadscene.models import get_family, list_families
 from roadscene.models.base import IGNORE_INDEX, VisionTextExample
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: tiny matmuls gain nothing from two, and on a shared 2-core box two
+    OpenMP threads spinning against other jobs make them many times slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def _image(seed: int, size: tuple[int, int] = (120, 80)) -> Image.Image:
     generator = torch.Generator().manual_seed(seed)
     pixels = torch.randint(0, 256, (size[1], size[0], 3), generator=generator, dtype=torch.uint8)
@@ -95,7 +105,9 @@ def test_only_answer_tokens_carry_loss(loaded) -> None:
 
 def test_generate_returns_answer_text_only(loaded) -> None:
     family = get_family("smolvlm")
-    examples = [VisionTextExample(images=[_image(i)], prompt="Describe this road scene.") for i in range(2)]
+    examples = [
+        VisionTextExample(images=[_image(i)], prompt="Describe this road scene.") for i in range(2)
+    ]
     texts = family.generate(loaded.model, loaded.processor, examples, max_new_tokens=6)
     assert len(texts) == 2
     for text in texts:
@@ -110,7 +122,11 @@ def test_lora_default_targets_only_text_attention(loaded) -> None:
     peft_model = get_peft_model(
         fresh, LoraConfig(r=4, lora_alpha=8, target_modules=family.lora_targets(None))
     )
-    adapted = [n for n, m in peft_model.named_modules() if hasattr(m, "lora_A") and "lora_" not in n.split(".")[-1]]
+    adapted = [
+        n
+        for n, m in peft_model.named_modules()
+        if hasattr(m, "lora_A") and "lora_" not in n.split(".")[-1]
+    ]
     assert adapted, "no module adapted"
     assert all(".text_model." in n and n.split(".")[-1] in {"q_proj", "v_proj"} for n in adapted)
     n_layers = fresh.config.text_config.num_hidden_layers

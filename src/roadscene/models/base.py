@@ -118,6 +118,24 @@ class ModelFamily(abc.ABC):
         `logits_processor` (a `LogitsProcessorList`) are honoured; greedy by default.
         """
 
+    #: Pydantic model validating the recipe's `family_options` section (None: takes none).
+    options_model: Any = None
+
+    def prepare_for_training(self, model: Any, config: Any) -> Any:
+        """Make the loaded model trainable as `config.finetune` (a `TrainConfig`) says.
+
+        Default: PEFT LoRA / QLoRA adapters (targets from `lora_targets`) or full fine-tuning.
+        Families with their own rules (e.g. only some blocks train) override this.
+        """
+        from roadscene.train.runner import prepare_model
+
+        return prepare_model(model, config, self)
+
+    def create_optimizer(self, model: Any, config: Any) -> Any | None:
+        """An optimizer for the Trainer (e.g. per-group learning rates), or None for the
+        Trainer's default AdamW built from `config.train`."""
+        return None
+
     def lora_targets(self, names: Sequence[str] | str | None, *, text_only: bool = True) -> Any:
         """PEFT `target_modules` for leaf names like `["q_proj", "v_proj"]` (None: the family
         default; a string such as `all-linear` passes through). `text_only` keeps adapters off

@@ -318,9 +318,7 @@ class SmolVLMFamily(ModelFamily):
                 add_special_tokens=False,
                 return_tensors="pt",
             )["input_ids"][0]
-            features["labels"] = torch.cat(
-                [torch.full_like(input_ids, IGNORE_INDEX), answer_ids]
-            )
+            features["labels"] = torch.cat([torch.full_like(input_ids, IGNORE_INDEX), answer_ids])
             input_ids = torch.cat([input_ids, answer_ids])
         features["input_ids"] = input_ids
         features["attention_mask"] = torch.ones_like(input_ids)

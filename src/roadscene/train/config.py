@@ -136,16 +136,37 @@ class GenerationEvalSection(_Section):
 
 
 class TrainConfig(_Section):
-    """The whole recipe. Sections: model, finetune, data, train, generation_eval."""
+    """The whole recipe. Sections: model, finetune, data, train, generation_eval,
+    family_options."""
 
     model: ModelSection = Field(default_factory=ModelSection)
     finetune: FinetuneSection = Field(default_factory=FinetuneSection)
     data: DataSection = Field(default_factory=DataSection)
     train: TrainSection = Field(default_factory=TrainSection)
     generation_eval: GenerationEvalSection = Field(default_factory=GenerationEvalSection)
+    family_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Family-specific settings, validated by the family's `options_model`.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
+        from roadscene.models import get_family
+
+        family = get_family(self.model.family)
+        if family.options_model is None:
+            if self.family_options:
+                raise ValueError(
+                    f"family '{self.model.family}' takes no family_options; got "
+                    f"{', '.join(self.family_options)}"
+                )
+        else:
+            try:
+                validated = family.options_model.model_validate(self.family_options)
+            except ValidationError as err:
+                raise ValueError(_format_validation_error(err, "family_options")) from None
+            # Store the resolved options (defaults filled in) so the saved config is complete.
+            object.__setattr__(self, "family_options", validated.model_dump(mode="json"))
         if (
             self.generation_eval.enabled
             and self.generation_eval.keep_best
@@ -190,7 +211,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
             f"{', '.join(TrainConfig.model_fields)}"
         )
     section, name = parts
-    if name not in _allowed_keys(section):
+    if section != "family_options" and name not in _allowed_keys(section):
         raise InputError(
             f"unknown key '{key}'; keys of '{section}': {', '.join(_allowed_keys(section))}"
         )

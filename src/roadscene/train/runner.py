@@ -143,7 +143,7 @@ def run_training(
         # Full fine-tuning keeps fp32 master weights; the Trainer autocasts to bf16 on GPU.
         dtype = torch.float32
     loaded = family.load(config.model.name_or_path, quantization=quantization, dtype=dtype)
-    model = prepare_model(loaded.model, config, family)
+    model = family.prepare_for_training(loaded.model, config)
     model.train()
     processor = loaded.processor
 
@@ -177,8 +177,8 @@ def run_training(
         max_grad_norm=train_cfg.max_grad_norm,
         seed=train_cfg.seed,
         bf16=use_bf16,
-        gradient_checkpointing=train_cfg.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
+        activation_checkpointing=train_cfg.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False},
         logging_steps=train_cfg.logging_steps,
         eval_strategy="steps" if eval_dataset is not None else "no",
         eval_steps=train_cfg.eval_steps,
@@ -191,6 +191,9 @@ def run_training(
         train_sampling_strategy="group_by_length" if train_cfg.group_by_length else "random",
         remove_unused_columns=False,
         dataloader_num_workers=train_cfg.dataloader_num_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        # Without a GPU, torchrun workers must form a gloo (MULTI_CPU) group.
+        use_cpu=not torch.cuda.is_available(),
         report_to=train_cfg.report_to,
         ddp_find_unused_parameters=False,
     )
@@ -216,6 +219,7 @@ def run_training(
         data_collator=TrainingCollator(family, processor, pad_to_length=pad_to),
         processing_class=processor,
         callbacks=callbacks,
+        optimizers=(family.create_optimizer(model, config), None),
     )
     output = trainer.train(resume_from_checkpoint=last_checkpoint if resume else None)
     metrics = dict(output.metrics)

@@ -1,0 +1,145 @@
+"""`roadscene predict`: answer-only lines, resumability, bad input, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from roadscene.errors import InputError
+from roadscene.predict import Predictor, predict_file
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: tiny matmuls gain nothing from two, and on a shared 2-core box two
+    OpenMP threads spinning against other jobs make them many times slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_smolvlm_dir: Path) -> Predictor:
+    return Predictor.load(tiny_smolvlm_dir)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_lines_hold_answer_target_and_parsed_fields(
+    predictor, tiny_smolvlm_dir, tiny_bvpi_dir, tmp_path
+) -> None:
+    out = tmp_path / "p.jsonl"
+    summary = predict_file(tiny_smolvlm_dir, tiny_bvpi_dir / "bvpi_sft_test.jsonl", out,
+                           batch_size=4, max_new_tokens=8, limit=5, predictor=predictor, progress=False)  # fmt: skip
+    rows = read_jsonl(out)
+    assert summary.written == 5 and len(rows) == 5
+    source = read_jsonl(tiny_bvpi_dir / "bvpi_sft_test.jsonl")
+    for number, row in enumerate(rows, start=1):
+        assert list(row) == ["line", "image", "prompt", "prediction", "target", "parsed"]
+        assert row["line"] == number and row["image"] == source[number - 1]["image"]
+        assert row["target"] == source[number - 1]["response"]
+        assert (
+            "Assistant" not in row["prediction"] and "<end_of_utterance>" not in row["prediction"]
+        )
+        assert set(row["parsed"]) >= {"sidewalk", "road", "relation", "near", "far", "complete"}
+
+
+def test_rerun_continues_and_torn_last_line_is_redone(
+    predictor, tiny_smolvlm_dir, tiny_bvpi_dir, tmp_path
+) -> None:
+    data = tiny_bvpi_dir / "bvpi_sft_test.jsonl"
+    full = tmp_path / "full.jsonl"
+    predict_file(tiny_smolvlm_dir, data, full, batch_size=8, max_new_tokens=6,
+                 predictor=predictor, progress=False)  # fmt: skip
+
+    out = tmp_path / "resumed.jsonl"
+    lines = full.read_text().splitlines(keepends=True)
+    # a crash after 3 complete lines, in the middle of writing the 4th
+    out.write_text("".join(lines[:3]) + lines[3][:20])
+    summary = predict_file(tiny_smolvlm_dir, data, out, batch_size=8, max_new_tokens=6,
+                           predictor=predictor, progress=False)  # fmt: skip
+    assert (summary.already_done, summary.written) == (3, 5)
+    assert out.read_text() == full.read_text()
+    again = predict_file(
+        tiny_smolvlm_dir, data, out, batch_size=8, predictor=predictor, progress=False
+    )
+    assert (again.already_done, again.written) == (8, 0)
+
+
+def test_output_for_other_data_is_refused(
+    predictor, tiny_smolvlm_dir, tiny_bvpi_dir, tmp_path
+) -> None:
+    out = tmp_path / "p.jsonl"
+    out.write_text(json.dumps({"line": 1, "image": "images/other.png", "prediction": ""}) + "\n")
+    with pytest.raises(InputError, match="written for other data"):
+        predict_file(tiny_smolvlm_dir, tiny_bvpi_dir / "bvpi_sft_test.jsonl", out,
+                     predictor=predictor, progress=False)  # fmt: skip
+
+
+def test_adapter_folder_resolves_base_model(tmp_path: Path) -> None:
+    from roadscene.predict.runner import resolve_model
+    from roadscene.train.config import load_config, save_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "hub/base"}))
+    assert resolve_model(run, None, None) == ("hub/base", str(run), "smolvlm")
+    save_config(load_config(None, ["model.name_or_path=/models/tiny"]), run)
+    assert resolve_model(run, None, None) == ("/models/tiny", str(run), "smolvlm")
+
+
+def test_cli_missing_image_exits_2_without_output(
+    tiny_smolvlm_dir, tiny_bvpi_dir, tmp_path, capsys
+) -> None:
+    from roadscene.cli.app import main
+
+    data = tmp_path / "d.jsonl"
+    data.write_text(
+        json.dumps({"image": "images/0.png", "prompt": "p", "response": "r"}) + "\n"
+        + json.dumps({"image": "images/nope.png", "prompt": "p", "response": "r"}) + "\n"
+    )  # fmt: skip
+    out = tmp_path / "p.jsonl"
+    argv = ["predict", "--model", str(tiny_smolvlm_dir), "--data", str(data), "--out", str(out),
+            "--image-root", str(tiny_bvpi_dir)]  # fmt: skip
+    import sys
+
+    old = sys.argv
+    sys.argv = ["roadscene", *argv]
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+    finally:
+        sys.argv = old
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "nope.png: image not found" in err and "d.jsonl:2" in err
+    assert "\n" not in err
+    assert not out.exists()
+
+
+def test_cli_skips_and_reports_bad_images(
+    tiny_smolvlm_dir, tiny_bvpi_dir, tmp_path, capsys
+) -> None:
+    from typer.testing import CliRunner
+
+    from roadscene.cli.app import app
+
+    data = tmp_path / "d.jsonl"
+    data.write_text(
+        json.dumps({"image": "images/0.png", "prompt": "p", "response": "r"}) + "\n"
+        + json.dumps({"image": "images/nope.png", "prompt": "p", "response": "r"}) + "\n"
+    )  # fmt: skip
+    out = tmp_path / "p.jsonl"
+    result = CliRunner().invoke(app, ["predict", "--model", str(tiny_smolvlm_dir), "--data", str(data),
+                                      "--out", str(out), "--image-root", str(tiny_bvpi_dir),
+                                      "--on-bad-image", "skip", "--max-new-tokens", "4"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "wrote 1 predictions" in result.output and "skipped 1 rows" in result.output
+    assert "line 2: " in result.output and "nope.png" in result.output
+    assert [row["line"] for row in read_jsonl(out)] == [1]

@@ -1,0 +1,258 @@
+"""Training on the tiny SmolVLM (CPU): overfitting, resume, LoRA merge, QLoRA, torchrun, bad
+images, and what the run folder holds."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from roadscene.errors import InputError
+from roadscene.train.config import TrainConfig, load_config
+from roadscene.train.runner import run_training
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "configs" / "tiny-smolvlm.yaml"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: tiny matmuls gain nothing from two, and on a shared 2-core box two
+    OpenMP threads spinning against other jobs make them many times slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def tiny_config(model_dir: Path, data_dir: Path, out: Path, *overrides: str) -> TrainConfig:
+    return load_config(
+        RECIPE,
+        [
+            f"model.name_or_path={model_dir}",
+            f"data.data_dir={data_dir}",
+            f"train.output_dir={out}",
+            *overrides,
+        ],
+    )
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def overfit_run(tiny_smolvlm_dir: Path, tiny_bvpi_dir: Path, tmp_path_factory) -> Path:
+    """Full fine-tuning of the tiny model on 8 examples for 200 steps."""
+    out = tmp_path_factory.mktemp("overfit") / "run"
+    config = tiny_config(
+        tiny_smolvlm_dir, tiny_bvpi_dir, out, "train.max_steps=200", "train.eval_steps=100"
+    )
+    result = run_training(config)
+    return result.model_dir
+
+
+@pytest.mark.slow
+def test_overfit_reproduces_targets_and_saves_everything(
+    overfit_run: Path, tiny_bvpi_dir: Path
+) -> None:
+    from roadscene.predict import predict_file
+
+    names = {p.name for p in overfit_run.iterdir()}
+    # weights, processor with chat template, resolved config: predict needs nothing else
+    assert {"model.safetensors", "processor_config.json", "chat_template.jinja"} <= names
+    assert {"tokenizer.json", "roadscene_config.yaml", "training_summary.json"} <= names
+    summary = json.loads((overfit_run / "training_summary.json").read_text())
+    assert summary["train_rows"] == 8 and summary["skipped_bad_images"] == 0
+    assert summary["metrics"]["eval_field_accuracy"] == 1.0
+    # checkpoints carry the resolved config too
+    checkpoints = sorted(overfit_run.parent.glob("checkpoint-*"))
+    assert checkpoints and all((c / "roadscene_config.yaml").is_file() for c in checkpoints)
+    log = read_jsonl(overfit_run.parent / "generation_eval.jsonl")
+    assert [entry["step"] for entry in log][:2] == [100, 200]
+
+    out = overfit_run.parent / "pred.jsonl"
+    predict_file(
+        overfit_run, tiny_bvpi_dir / "bvpi_sft_test.jsonl", out, batch_size=8, progress=False
+    )
+    rows = read_jsonl(out)
+    assert len(rows) == 8
+    for row in rows:
+        assert row["prediction"] == row["target"]
+
+
+@pytest.mark.slow
+def test_batched_equals_one_by_one_greedy(
+    overfit_run: Path, tiny_bvpi_dir: Path, tmp_path: Path
+) -> None:
+    from roadscene.predict import Predictor, predict_file
+
+    predictor = Predictor.load(overfit_run)
+    data = tiny_bvpi_dir / "bvpi_sft_test.jsonl"
+    outputs = {}
+    for batch_size in (1, 3, 8):
+        out = tmp_path / f"b{batch_size}.jsonl"
+        # a short length cap also exercises rows cut off mid-answer
+        predict_file(overfit_run, data, out, batch_size=batch_size, max_new_tokens=12,
+                     predictor=predictor, progress=False)  # fmt: skip
+        outputs[batch_size] = out.read_bytes()
+    assert outputs[1] == outputs[3] == outputs[8]
+
+
+@pytest.mark.slow
+def test_save_reload_identical_logits(
+    overfit_run: Path, tiny_bvpi_dir: Path, tmp_path: Path
+) -> None:
+    from roadscene.models import get_family
+    from roadscene.train.data import load_records, to_example
+
+    family = get_family("smolvlm")
+    loaded = family.load(overfit_run)
+    record = load_records("bvpi", tiny_bvpi_dir / "bvpi_sft_val.jsonl", tiny_bvpi_dir)[1]
+    batch = family.collate(loaded.processor, [family.encode(loaded.processor, to_example(record))])
+    with torch.no_grad():
+        before = loaded.model(**batch).logits
+    loaded.model.save_pretrained(tmp_path / "again")
+    loaded.processor.save_pretrained(tmp_path / "again")
+    reloaded = family.load(tmp_path / "again")
+    with torch.no_grad():
+        after = reloaded.model(**batch).logits
+    assert torch.equal(before, after)
+
+
+@pytest.mark.slow
+def test_resume_equals_uninterrupted(
+    tiny_smolvlm_dir: Path, tiny_bvpi_dir: Path, tmp_path: Path
+) -> None:
+    from roadscene.train.callbacks import StopAfterSaveCallback
+
+    overrides = ("finetune.method=lora", "train.max_steps=8", "train.eval_steps=4",
+                 "train.batch_size=4", "train.learning_rate=0.003", "generation_eval.enabled=false")  # fmt: skip
+    straight = run_training(
+        tiny_config(tiny_smolvlm_dir, tiny_bvpi_dir, tmp_path / "a", *overrides)
+    )
+
+    interrupted_cfg = tiny_config(tiny_smolvlm_dir, tiny_bvpi_dir, tmp_path / "b", *overrides)
+    run_training(interrupted_cfg, extra_callbacks=[StopAfterSaveCallback()])
+    assert [p.name for p in (tmp_path / "b").glob("checkpoint-*")] == ["checkpoint-4"]
+    with pytest.raises(InputError, match="--resume"):
+        run_training(interrupted_cfg)  # checkpoints there, no --resume: refuse to overwrite
+    resumed = run_training(interrupted_cfg, resume=True)
+
+    a = load_file(straight.model_dir / "adapter_model.safetensors")
+    b = load_file(resumed.model_dir / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and a
+    moved = 0
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6)
+        moved += int("lora_B" in name and a[name].abs().sum() > 0)
+    assert moved, "LoRA B matrices never left zero: nothing was trained"
+
+    # LoRA merged into the base gives the same logits as base + adapter
+    from roadscene.models import get_family
+    from roadscene.train.data import load_records, to_example
+
+    family = get_family("smolvlm")
+    loaded = family.load(tiny_smolvlm_dir, adapter=straight.model_dir)
+    record = load_records("bvpi", tiny_bvpi_dir / "bvpi_sft_val.jsonl", tiny_bvpi_dir)[2]
+    batch = family.collate(loaded.processor, [family.encode(loaded.processor, to_example(record))])
+    base = family.load(tiny_smolvlm_dir).model
+    with torch.no_grad():
+        unmerged = loaded.model(**batch).logits
+        merged = loaded.model.merge_and_unload()(**batch).logits
+        plain = base(**batch).logits
+    torch.testing.assert_close(merged, unmerged, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(plain, unmerged, atol=1e-4), "adapter had no effect"
+
+
+@pytest.mark.slow
+def test_qlora_cpu_trains_a_step_and_saves_adapter(
+    tiny_smolvlm_dir: Path, tiny_bvpi_dir: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("bitsandbytes")
+    import bitsandbytes as bnb
+    from transformers import TrainerCallback
+
+    seen: dict[str, int] = {}
+
+    class CountQuantized(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            seen["linear4bit"] = sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+            seen["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    config = tiny_config(tiny_smolvlm_dir, tiny_bvpi_dir, tmp_path / "q", "finetune.method=qlora",
+                         "train.max_steps=1", "generation_eval.enabled=false")  # fmt: skip
+    result = run_training(config, extra_callbacks=[CountQuantized()])
+    assert seen["linear4bit"] > 0 and seen["trainable"] > 0
+    assert (result.model_dir / "adapter_model.safetensors").is_file()
+    adapter_config = json.loads((result.model_dir / "adapter_config.json").read_text())
+    assert adapter_config["target_modules"] == r".*\.text_model\..*\.(q_proj|v_proj)"
+
+
+def test_missing_image_is_an_error_or_skipped_and_counted(
+    tiny_smolvlm_dir: Path, tiny_bvpi_dir: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = (tiny_bvpi_dir / "bvpi_sft_train.jsonl").read_text().splitlines()
+    broken = json.loads(lines[2])
+    broken["image"] = "images/missing.png"
+    lines[2] = json.dumps(broken)
+    (data / "bvpi_sft_train.jsonl").write_text("\n".join(lines[:4]) + "\n")
+    (tmp_path / "not-an-image.png").write_text("hello")
+    unreadable = json.loads(lines[0]) | {"image": str(tmp_path / "not-an-image.png")}
+    (data / "bvpi_sft_val.jsonl").write_text(json.dumps(unreadable) + "\n" + lines[1] + "\n")
+    common = (
+        f"data.image_root={tiny_bvpi_dir}",
+        "train.max_steps=1",
+        "generation_eval.enabled=false",
+    )
+    with pytest.raises(
+        InputError, match=r"missing.png: image not found \(row .*bvpi_sft_train.jsonl:3\)"
+    ):
+        run_training(tiny_config(tiny_smolvlm_dir, data, tmp_path / "e", *common))
+    assert not (tmp_path / "e").exists()  # nothing written before the error
+
+    result = run_training(
+        tiny_config(tiny_smolvlm_dir, data, tmp_path / "s", *common, "data.on_bad_image=skip")
+    )
+    assert result.skipped_images == 2  # one missing (train), one unreadable (val)
+    summary = json.loads((result.model_dir / "training_summary.json").read_text())
+    assert (summary["train_rows"], summary["eval_rows"], summary["skipped_bad_images"]) == (3, 1, 2)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes(
+    tiny_smolvlm_dir: Path, tiny_bvpi_dir: Path, tmp_path: Path
+) -> None:
+    torchrun = Path(sys.executable).with_name("torchrun")
+    out = tmp_path / "ddp"
+    command = [str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()),
+               "-m", "roadscene", "train", str(RECIPE),
+               "--set", f"model.name_or_path={tiny_smolvlm_dir}",
+               "--set", f"data.data_dir={tiny_bvpi_dir}", "--set", f"train.output_dir={out}",
+               "--set", "train.max_steps=4", "--set", "train.eval_steps=2",
+               "--set", "train.batch_size=2", "--set", "generation_eval.num_examples=2",
+               "--set", "train.num_threads=1"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "model" / "training_summary.json").read_text())
+    assert summary["global_step"] == 4
+    assert (out / "model" / "model.safetensors").is_file()
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    # two processes x batch 2 per step: each step consumed 4 of the 8 rows
+    assert state["train_batch_size"] == 2 and state["epoch"] == pytest.approx(2.0)
