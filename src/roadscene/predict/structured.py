@@ -201,14 +201,15 @@ def text_token_info(
 class _CompilerCache:
     """One GrammarCompiler per (tokenizer object, vocab size, stop tokens), one compiled grammar
     per grammar text. Compilation is the expensive part (hundreds of ms for a real vocabulary),
-    so it happens once per process, not per `generate` call."""
+    so it happens once per process, not per `generate` call. Entries live as long as their
+    tokenizer object."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._compilers: weakref.WeakKeyDictionary[Any, dict[tuple, Any]] = (
+        # tokenizer -> (vocab size, stop ids) -> (compiler, grammar text -> compiled grammar)
+        self._entries: weakref.WeakKeyDictionary[Any, dict[tuple, tuple[Any, dict[str, Any]]]] = (
             weakref.WeakKeyDictionary()
         )
-        self._grammars: dict[tuple, Any] = {}
 
     def compiled(
         self, tokenizer: Any, *, vocab_size: int, stop_token_ids: Sequence[int], grammar: str
@@ -217,20 +218,16 @@ class _CompilerCache:
 
         key = (int(vocab_size), tuple(stop_token_ids))
         with self._lock:
-            per_tokenizer = self._compilers.setdefault(tokenizer, {})
-            compiler = per_tokenizer.get(key)
-            if compiler is None:
+            per_tokenizer = self._entries.setdefault(tokenizer, {})
+            if key not in per_tokenizer:
                 info = text_token_info(
                     tokenizer, vocab_size=vocab_size, stop_token_ids=stop_token_ids
                 )
-                compiler = xgr.GrammarCompiler(info, max_threads=2)
-                per_tokenizer[key] = compiler
-            grammar_key = (id(compiler), grammar)
-            compiled = self._grammars.get(grammar_key)
-            if compiled is None:
-                compiled = compiler.compile_grammar(grammar)
-                self._grammars[grammar_key] = compiled
-            return compiled
+                per_tokenizer[key] = (xgr.GrammarCompiler(info, max_threads=2), {})
+            compiler, grammars = per_tokenizer[key]
+            if grammar not in grammars:
+                grammars[grammar] = compiler.compile_grammar(grammar)
+            return grammars[grammar]
 
 
 _CACHE = _CompilerCache()
