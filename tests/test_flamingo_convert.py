@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -179,3 +180,33 @@ def test_convert_rejects_a_language_model_without_qk_layernorm(tmp_path: Path, t
             tmp_path / "out",
             architecture=_architecture(model),
         )
+
+
+@pytest.mark.slow
+def test_cli_tiny_then_convert_error_is_one_line(run_cli, tmp_path: Path) -> None:
+    one_thread = {**os.environ, "OMP_NUM_THREADS": "1"}  # see the one_torch_thread fixture
+    run_cli(
+        "model",
+        "tiny",
+        "--family",
+        "flamingo",
+        "--out",
+        tmp_path / "tiny",
+        check=True,
+        env=one_thread,
+    )
+    loaded = FlamingoForConditionalGeneration.from_pretrained(str(tmp_path / "tiny"))
+    assert loaded.config.model_type == "flamingo"
+    assert (
+        FlamingoProcessor.from_pretrained(tmp_path / "tiny").media_token_id
+        == loaded.config.media_token_id
+    )
+    result = run_cli(
+        "model", "convert-openflamingo", "--checkpoint", tmp_path / "missing.pt",
+        "--lm", tmp_path, "--vision", tmp_path, "--out", tmp_path / "out", env=one_thread,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'missing.pt'}: checkpoint not found"
+    ]
+    assert not (tmp_path / "out").exists()

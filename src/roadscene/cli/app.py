@@ -14,6 +14,7 @@ from roadscene.cli import data as data_cli
 from roadscene.cli import demo as demo_cli
 from roadscene.cli import describe as describe_cli
 from roadscene.cli import evaluate as evaluate_cli
+from roadscene.cli import flamingo as flamingo_cli
 from roadscene.cli import model as model_cli
 from roadscene.cli import predict as predict_cli
 from roadscene.cli import synth as synth_cli
@@ -32,6 +33,7 @@ app.add_typer(data_cli.app, name="data")
 data_cli.app.command("synth")(synth_cli.synth)
 app.add_typer(evaluate_cli.app, name="evaluate")
 app.add_typer(model_cli.app, name="model")
+model_cli.app.command("convert-openflamingo")(flamingo_cli.convert_openflamingo)
 app.command("train")(train_cli.train)
 app.command("predict")(predict_cli.predict)
 app.command("demo")(demo_cli.demo)
