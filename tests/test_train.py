@@ -256,3 +256,50 @@ def test_torchrun_two_cpu_processes(
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
     # two processes x batch 2 per step: each step consumed 4 of the 8 rows
     assert state["train_batch_size"] == 2 and state["epoch"] == pytest.approx(2.0)
+
+
+def test_task_rows_caption_and_annotated(tiny_bvpi_dir: Path, tmp_path: Path) -> None:
+    from roadscene.train.data import load_records, task_file
+
+    captions = [{"image": f"images/{i}.png", "caption": f"Scene {i}."} for i in range(3)]
+    (tmp_path / "captions_train.json").write_text(json.dumps(captions))
+    rows = load_records("caption", task_file("caption", "train", tmp_path), tiny_bvpi_dir)
+    assert [(r.prompt, r.answer) for r in rows][0] == ("Describe this road scene.", "Scene 0.")
+    assert rows[2].image_path == tiny_bvpi_dir / "images" / "2.png"
+
+    annotated = load_records("annotated", tiny_bvpi_dir / "bvpi_sft_train.jsonl", tiny_bvpi_dir)
+    second = annotated[
+        2
+    ]  # "Sidewalk: right. Road: left. ... Nearby: 2 cars close on the left and right."
+    annotation = json.loads(second.prompt.split("\n")[0].removeprefix("Annotation: "))
+    assert annotation == {
+        "sidewalk": "right",
+        "road": "left",
+        "relation": "left_of",
+        "near": {"car": {"count": 2, "positions": ["left", "right"]}},
+        "far": {},
+    }
+    assert second.answer == "Nearby: 2 cars close on the left and right."
+
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"image": "a.png", "prompt": "p"}) + "\n")
+    with pytest.raises(InputError, match=r"bad.jsonl:1: field 'response'"):
+        load_records("bvpi", tmp_path / "bad.jsonl", tmp_path)
+
+
+def test_caption_lora_with_checkpointing_and_length_grouping(
+    tiny_smolvlm_dir: Path, tiny_bvpi_dir: Path, tmp_path: Path
+) -> None:
+    captions = [{"image": f"images/{i}.png", "caption": "A road. " * (i + 1)} for i in range(8)]
+    for split in ("train", "val"):
+        (tmp_path / f"captions_{split}.json").write_text(json.dumps(captions))
+    config = tiny_config(tiny_smolvlm_dir, tmp_path, tmp_path / "run", "data.task=caption",
+                         f"data.image_root={tiny_bvpi_dir}", "finetune.method=lora",
+                         "train.gradient_checkpointing=true", "train.group_by_length=true",
+                         "train.max_steps=2", "train.eval_steps=2", "train.batch_size=2",
+                         "generation_eval.num_examples=2", "generation_eval.max_new_tokens=4")  # fmt: skip
+    result = run_training(config)
+    summary = json.loads((result.model_dir / "training_summary.json").read_text())
+    assert summary["global_step"] == 2
+    # caption answers carry no fields: the best checkpoint is chosen by eval loss
+    assert "eval_loss" in summary["metrics"] and "eval_field_accuracy" in summary["metrics"]
+    assert (result.model_dir / "adapter_model.safetensors").is_file()

@@ -26,6 +26,8 @@ def train(
 
     resolved = load_config(config, overrides or [])
     result = run_training(resolved, resume=resume)
+    if not result.is_main_process:
+        return
     typer.echo(f"saved {result.model_dir}")
     if result.skipped_images:
         typer.echo(f"skipped {result.skipped_images} rows with missing or unreadable images")

@@ -25,6 +25,7 @@ class TrainResult:
     metrics: dict[str, float]
     skipped_images: int
     best_checkpoint: str | None
+    is_main_process: bool = True  # False on the other ranks of a torchrun / accelerate launch
 
 
 def _torch_dtype(name: str) -> Any:
@@ -246,4 +247,5 @@ def run_training(
         metrics=metrics,
         skipped_images=skipped,
         best_checkpoint=trainer.state.best_model_checkpoint,
+        is_main_process=trainer.is_world_process_zero(),
     )
