@@ -136,6 +136,14 @@ class ModelFamily(abc.ABC):
         Trainer's default AdamW built from `config.train`."""
         return None
 
+    def make_trainer(self, config: Any, **trainer_kwargs: Any) -> Any:
+        """The HF Trainer that runs this family's training, built from `trainer_kwargs`
+        (default: `transformers.Trainer`). Families with their own loss terms or batch handling
+        return an instance of a Trainer subclass."""
+        from transformers import Trainer
+
+        return Trainer(**trainer_kwargs)
+
     def lora_targets(self, names: Sequence[str] | str | None, *, text_only: bool = True) -> Any:
         """PEFT `target_modules` for leaf names like `["q_proj", "v_proj"]` (None: the family
         default; a string such as `all-linear` passes through). `text_only` keeps adapters off

@@ -92,7 +92,7 @@ def run_training(
     `config.data`.
     """
     import torch
-    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers import TrainingArguments, set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
     from roadscene.io import atomic_dir, write_json
@@ -212,7 +212,8 @@ def run_training(
         )
     callbacks.extend(extra_callbacks or [])
     pad_to = train_cfg.pad_to_length if train_cfg.padding == "max_length" else None
-    trainer = Trainer(
+    trainer = family.make_trainer(
+        config,
         model=model,
         args=args,
         train_dataset=train_dataset,
