@@ -82,36 +82,68 @@ def _strict_field_rows(strict: dict[str, Any]) -> list[list[str]]:
     rows = []
     for name in FIELD_REPORT_NAMES.values():
         block, base = strict["fields"][name], baselines.get(name, {})
-        rows.append([
-            name,
-            fmt_ci(block["accuracy"]),
-            fmt_ci(base.get("accuracy")) + (f" (`{base['label']}`)" if base else ""),
-            fmt_ci(block["accuracy_known_truth"]),
-            fmt_ci(base.get("accuracy_known_truth")),
-            fmt(block["balanced_accuracy"]),
-            fmt(base.get("balanced_accuracy")),
-            fmt(block["macro_f1"]),
-            fmt(base.get("macro_f1")),
-        ])  # fmt: skip
+        rows.append(
+            [
+                name,
+                fmt_ci(block["accuracy"]),
+                fmt_ci(base.get("accuracy")) + (f" (`{base['label']}`)" if base else ""),
+                fmt_ci(block["accuracy_known_truth"]),
+                fmt_ci(base.get("accuracy_known_truth")),
+                fmt(block["balanced_accuracy"]),
+                fmt(base.get("balanced_accuracy")),
+                fmt(block["macro_f1"]),
+                fmt(base.get("macro_f1")),
+            ]
+        )
     return rows
 
 
 def _object_rows(side: dict[str, Any]) -> list[list[str]]:
     rows = []
     for cls, block in side["per_class"].items():
-        rows.append([
-            cls, str(block["support"]), str(block["tp"]), str(block["fp"]), str(block["fn"]),
-            fmt_ci(block, "precision", "precision_ci95"), fmt_ci(block, "recall", "recall_ci95"),
-            fmt(block["f1"]), fmt_ci(block["position_accuracy"]), fmt_ci(block["count_accuracy"]),
-        ])  # fmt: skip
+        rows.append(
+            [
+                cls,
+                str(block["support"]),
+                str(block["tp"]),
+                str(block["fp"]),
+                str(block["fn"]),
+                fmt_ci(block, "precision", "precision_ci95"),
+                fmt_ci(block, "recall", "recall_ci95"),
+                fmt(block["f1"]),
+                fmt_ci(block["position_accuracy"]),
+                fmt_ci(block["count_accuracy"]),
+            ]
+        )
     micro, macro = side["micro"], side["macro"]
-    rows.append([
-        "**micro**", str(micro["support"]), str(micro["tp"]), str(micro["fp"]), str(micro["fn"]),
-        fmt_ci(micro, "precision", "precision_ci95"), fmt_ci(micro, "recall", "recall_ci95"),
-        fmt(micro["f1"]), fmt_ci(micro["position_accuracy"]), fmt_ci(micro["count_accuracy"]),
-    ])  # fmt: skip
-    rows.append(["**macro**", "", "", "", "", fmt(macro["precision"]), fmt(macro["recall"]),
-                 fmt(macro["f1"]), "", ""])  # fmt: skip
+    rows.append(
+        [
+            "**micro**",
+            str(micro["support"]),
+            str(micro["tp"]),
+            str(micro["fp"]),
+            str(micro["fn"]),
+            fmt_ci(micro, "precision", "precision_ci95"),
+            fmt_ci(micro, "recall", "recall_ci95"),
+            fmt(micro["f1"]),
+            fmt_ci(micro["position_accuracy"]),
+            fmt_ci(micro["count_accuracy"]),
+        ]
+    )
+    rows.append(
+        [
+            "**macro**",
+            "",
+            "",
+            "",
+            "",
+            fmt(macro["precision"]),
+            fmt(macro["recall"]),
+            fmt(macro["f1"]),
+            "",
+            "",
+        ]
+    )
     return rows
 
 
@@ -144,20 +176,35 @@ def safety_markdown(report: dict[str, Any], plots: Sequence[str] = ()) -> list[s
                     "baseline",
                 ],
                 _strict_field_rows(strict),
-            ),  # fmt: skip
+            ),
             f"Relation consistent with the answer's own sidewalk/road: "
             f"{fmt_ci(strict['consistency'])}. Complete answers (three fields and `Nearby:`): "
             f"{fmt_ci(strict['complete_answers'])}. Unparsed object phrases: "
             f"{strict['unparsed_phrases']}.",
             "",
         ]
-        header = ["class", "support", "tp", "fp", "fn", "precision", "recall", "F1",
-                  "position acc. (of tp)", "count acc. (of tp)"]  # fmt: skip
+        header = [
+            "class",
+            "support",
+            "tp",
+            "fp",
+            "fn",
+            "precision",
+            "recall",
+            "F1",
+            "position acc. (of tp)",
+            "count acc. (of tp)",
+        ]
         for side, title in (("near", "Nearby objects"), ("far", "Far objects")):
             block = strict["objects"][side]
-            lines += [f"### {title}", "", *table(header, _object_rows(block)),
-                      f"Images whose set of classes is exactly right: "
-                      f"{fmt_ci(block['class_set_exact'])}.", ""]  # fmt: skip
+            lines += [
+                f"### {title}",
+                "",
+                *table(header, _object_rows(block)),
+                f"Images whose set of classes is exactly right: "
+                f"{fmt_ci(block['class_set_exact'])}.",
+                "",
+            ]
     compat = report.get("compat")
     if compat:
         lines += [
@@ -174,7 +221,7 @@ def safety_markdown(report: dict[str, Any], plots: Sequence[str] = ()) -> list[s
                     ]
                     for name, block in compat["presence"].items()
                 ],
-            ),  # fmt: skip
+            ),
             *table(
                 ["class", "truth present", "tp", "fn", "fp", "recall", "precision"],
                 [
@@ -189,7 +236,7 @@ def safety_markdown(report: dict[str, Any], plots: Sequence[str] = ()) -> list[s
                     ]
                     for cls, b in compat["objects"].items()
                 ],
-            ),  # fmt: skip
+            ),
         ]
     if plots:
         lines += ["## Plots", ""] + [f"![{name}]({name})" for name in plots] + [""]

@@ -31,8 +31,14 @@ def plot_confusion(confusion: dict[str, Any], title: str, path: Path) -> None:
     peak = max((max(r) for r in matrix), default=0)
     for i, row in enumerate(matrix):
         for j, count in enumerate(row):
-            ax.text(j, i, str(count), ha="center", va="center",
-                    color="white" if count > peak / 2 else "black")  # fmt: skip
+            ax.text(
+                j,
+                i,
+                str(count),
+                ha="center",
+                va="center",
+                color="white" if count > peak / 2 else "black",
+            )
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -61,8 +67,14 @@ def plot_object_pr(per_class: dict[str, Any], title: str, path: Path) -> None:
                     for v, ci in zip(values, intervals, strict=True)
                 ],
             ]
-        ax.bar([i + offset for i in range(len(classes))], values, width, yerr=errors,
-               capsize=3, label=name)  # fmt: skip
+        ax.bar(
+            [i + offset for i in range(len(classes))],
+            values,
+            width,
+            yerr=errors,
+            capsize=3,
+            label=name,
+        )
     ax.set_xticks(range(len(classes)), classes, rotation=20)
     ax.set_ylim(0, 1.05)
     ax.set_title(title)
@@ -104,13 +116,17 @@ def write_plots(report: dict[str, Any], details: list[dict[str, Any]], folder: P
             names.append(file)
         for side, label in (("near", "Nearby"), ("far", "Far")):
             file = f"objects_{side}_precision_recall.png"
-            plot_object_pr(strict["objects"][side]["per_class"],
-                           f"{label} objects, strict (Wilson 95%)", folder / file)  # fmt: skip
+            plot_object_pr(
+                strict["objects"][side]["per_class"],
+                f"{label} objects, strict (Wilson 95%)",
+                folder / file,
+            )
             names.append(file)
     compat = report.get("compat")
     if compat:
         file = "objects_compat_precision_recall.png"
-        plot_object_pr(compat["objects"], f"Objects, compat (section {compat['section']})",
-                       folder / file)  # fmt: skip
+        plot_object_pr(
+            compat["objects"], f"Objects, compat (section {compat['section']})", folder / file
+        )
         names.append(file)
     return names
