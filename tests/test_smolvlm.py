@@ -132,3 +132,30 @@ def test_lora_default_targets_only_text_attention(loaded) -> None:
     n_layers = fresh.config.text_config.num_hidden_layers
     assert len(adapted) == 2 * n_layers
     assert family.lora_targets(["k_proj"]) == r".*\.text_model\..*\.(k_proj)"
+
+
+def test_encode_reuses_prompt_ids_but_matches_the_processor(loaded) -> None:
+    family = get_family("smolvlm")
+    processor = loaded.processor
+    examples = [
+        VisionTextExample(images=[_image(seed, size)], prompt=prompt)
+        for seed, size, prompt in [
+            (0, (120, 80), "Describe this road scene."),
+            (1, (50, 90), "Describe this road scene."),  # same prompt: cached ids
+            (2, (96, 96), "Another prompt."),
+            (3, (300, 200), "Describe this road scene."),
+        ]
+    ]
+    for example in examples:
+        features = family.encode(processor, example)
+        reference = processor(
+            text=[family.prompt_text(processor, example)],
+            images=[example.images],
+            return_tensors="pt",
+        )
+        assert torch.equal(features["input_ids"], reference["input_ids"][0])
+        assert torch.equal(features["pixel_values"], reference["pixel_values"][0])
+        assert torch.equal(
+            features["pixel_attention_mask"], reference["pixel_attention_mask"][0].bool()
+        )
+    assert len(family._prompt_ids[processor]) == 2

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import weakref
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolVLM2-2.2B-Instruct"
 END_OF_UTTERANCE = "<end_of_utterance>"
+_PROMPT_CACHE_SIZE = 4096
 
 # SmolVLM2's chat template (as shipped with the Instruct checkpoints).
 CHAT_TEMPLATE = (
@@ -84,6 +86,18 @@ class SmolVLMFamily(ModelFamily):
     # Full-match regex: only the language model's attention q/v projections, never the vision
     # tower's (`model.vision_model.encoder.layers.N.self_attn.q_proj` has the same leaf names).
     lora_target_modules = r".*\.text_model\..*\.(q_proj|v_proj)"
+
+    def __init__(self) -> None:
+        # processor -> {(prompt text, image count): expanded prompt ids}, for one-tile processors
+        self._prompt_ids: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # DataLoader workers may pickle the dataset (and this family); the cache is rebuilt there.
+        return {k: v for k, v in self.__dict__.items() if k != "_prompt_ids"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._prompt_ids = weakref.WeakKeyDictionary()
 
     # ----------------------------------------------------------------------------- loading
     def load(
@@ -300,12 +314,29 @@ class SmolVLMFamily(ModelFamily):
     def encode(self, processor: Any, example: VisionTextExample) -> dict[str, torch.Tensor]:
         import torch
 
-        encoded = processor(
-            text=[self.prompt_text(processor, example)],
-            images=[example.images],
-            return_tensors="pt",
-        )
-        input_ids = encoded["input_ids"][0]
+        prompt = self.prompt_text(processor, example)
+        image_processor = processor.image_processor
+        if getattr(image_processor, "do_image_splitting", True):
+            # Tiles per image depend on its size: the processor expands `<image>` per example.
+            encoded = processor(text=[prompt], images=[example.images], return_tensors="pt")
+            input_ids = encoded["input_ids"][0]
+        else:
+            # One square tile per image: the expanded prompt depends only on the text and the
+            # number of images, so it is tokenised once and reused (the processor call is most
+            # of the per-example cost at small image sizes); pixels still go through the
+            # processor's own image processor. Checked against the full processor in tests.
+            cache = self._prompt_ids.setdefault(processor, {})
+            key = (prompt, len(example.images))
+            input_ids = cache.get(key)
+            if input_ids is None:
+                encoded = processor(text=[prompt], images=[example.images], return_tensors="pt")
+                input_ids = encoded["input_ids"][0]
+                if len(cache) >= _PROMPT_CACHE_SIZE:
+                    cache.clear()
+                cache[key] = input_ids
+            else:
+                input_ids = input_ids.clone()
+                encoded = image_processor([example.images], return_tensors="pt")
         features: dict[str, torch.Tensor] = {
             "pixel_values": encoded["pixel_values"][0],  # (N_img, 3, H, W)
             "pixel_attention_mask": encoded["pixel_attention_mask"][0].bool(),  # (N_img, H, W)
