@@ -159,3 +159,13 @@ def test_encode_reuses_prompt_ids_but_matches_the_processor(loaded) -> None:
             features["pixel_attention_mask"], reference["pixel_attention_mask"][0].bool()
         )
     assert len(family._prompt_ids[processor]) == 2
+
+
+def test_qlora_without_bitsandbytes_is_a_clear_error(monkeypatch) -> None:
+    import sys
+
+    from roadscene.models.smolvlm import bnb_4bit_config
+
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import now raises ImportError
+    with pytest.raises(InputError, match=r"QLoRA needs bitsandbytes.*roadscene\[qlora\]"):
+        bnb_4bit_config()
