@@ -303,3 +303,19 @@ def test_caption_lora_with_checkpointing_and_length_grouping(
     # caption answers carry no fields: the best checkpoint is chosen by eval loss
     assert "eval_loss" in summary["metrics"] and "eval_field_accuracy" in summary["metrics"]
     assert (result.model_dir / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_beam_search_batched_equals_one_by_one(
+    overfit_run: Path, tiny_bvpi_dir: Path, tmp_path: Path
+) -> None:
+    from roadscene.predict import Predictor, predict_file
+
+    predictor = Predictor.load(overfit_run)
+    data = tiny_bvpi_dir / "bvpi_sft_test.jsonl"
+    for batch_size in (1, 8):
+        predict_file(overfit_run, data, tmp_path / f"b{batch_size}.jsonl", batch_size=batch_size,
+                     num_beams=3, predictor=predictor, progress=False)  # fmt: skip
+    assert (tmp_path / "b1.jsonl").read_bytes() == (tmp_path / "b8.jsonl").read_bytes()
+    rows = read_jsonl(tmp_path / "b8.jsonl")
+    assert all(row["prediction"] == row["target"] for row in rows)
