@@ -279,7 +279,20 @@ def test_task_rows_caption_and_annotated(tiny_bvpi_dir: Path, tmp_path: Path) ->
         "near": {"car": {"count": 2, "positions": ["left", "right"]}},
         "far": {},
     }
-    assert second.answer == "Nearby: 2 cars close on the left and right."
+    # the answer: the navigation cue of those fields, then the context caption (none here)
+    from roadscene.predict.cue import cue_for_parsed
+    from roadscene.targets import parse_response
+
+    expected_cue = cue_for_parsed(parse_response(json.loads(
+        (tiny_bvpi_dir / "bvpi_sft_train.jsonl").read_text().splitlines()[2])["response"])).text  # fmt: skip
+    assert second.answer == expected_cue and second.answer.endswith(".")
+    with_context = tmp_path / "context.jsonl"
+    response = "Sidewalk: left. Road: front. RoadVsSidewalk: crossing_front. Nearby: no important close objects visible. Context: A busy crossing."
+    with_context.write_text(
+        json.dumps({"image": "a.png", "prompt": "p", "response": response}) + "\n"
+    )
+    (row,) = load_records("annotated", with_context, tmp_path)
+    assert row.answer.endswith(". A busy crossing.") and row.answer != "A busy crossing."
 
     (tmp_path / "bad.jsonl").write_text(json.dumps({"image": "a.png", "prompt": "p"}) + "\n")
     with pytest.raises(InputError, match=r"bad.jsonl:1: field 'response'"):

@@ -5,8 +5,8 @@ Tasks
   scene."; answer = caption.
 - `bvpi`: `bvpi_sft_{split}.jsonl` (image, prompt, response, ...); answer = response.
 - `annotated`: `bvpi_sft_{split}.jsonl`; the prompt carries the annotation (fields and near/far
-  objects, parsed from the response) as JSON; the answer is the rest of the response, i.e. the
-  `Nearby:` cue, the `Far:` list and the `Context:` caption (annotation-conditioned captioning).
+  objects, parsed from the response) as JSON; the answer is the navigation cue for those fields
+  followed by the context caption (annotation-conditioned captioning).
 
 Image paths are resolved against `image_root` (absolute paths are kept). A missing or unreadable
 image raises InputError naming it; with `on_bad_image="skip"` the row is skipped and counted.
@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from roadscene.models.base import ModelFamily, VisionTextExample
 
 ANNOTATED_PROMPT = (
-    "Annotation: {annotation}\nDescribe the scene for a blind pedestrian given this annotation: "
-    "close objects first, then what is farther away, then the context."
+    "Annotation: {annotation}\nGiven this annotation, tell a blind pedestrian what to do, then "
+    "describe the scene."
 )
 
 
@@ -77,7 +77,13 @@ def _require(record: dict[str, Any], key: str, path: Path, line: int) -> str:
 
 
 def annotation_json(response: str) -> tuple[str, str]:
-    """(annotation as compact JSON, answer text after the header) for the `annotated` task."""
+    """(annotation as compact JSON, answer) for the `annotated` task.
+
+    The annotation (fields, near/far objects with counts and positions) is parsed from the
+    response; the answer is the navigation cue those fields give (`roadscene.predict.cue`)
+    followed by the context caption.
+    """
+    from roadscene.predict.cue import cue_for_parsed
     from roadscene.targets import parse_response
 
     parsed = parse_response(response)
@@ -85,14 +91,11 @@ def annotation_json(response: str) -> tuple[str, str]:
         "sidewalk": parsed.sidewalk or "unknown",
         "road": parsed.road or "unknown",
         "relation": parsed.relation or "unknown",
-        "near": {
-            cls: {"count": m.count, "positions": m.positions} for cls, m in parsed.near.items()
-        },
-        "far": {cls: {"count": m.count, "positions": m.positions} for cls, m in parsed.far.items()},
+        "near": {c: {"count": m.count, "positions": m.positions} for c, m in parsed.near.items()},
+        "far": {c: {"count": m.count, "positions": m.positions} for c, m in parsed.far.items()},
     }
-    start = response.find("Nearby:")
-    rest = response[start:] if start >= 0 else response
-    return json.dumps(annotation, separators=(",", ":")), rest
+    answer = f"{cue_for_parsed(parsed).text} {parsed.context or ''}".strip()
+    return json.dumps(annotation, separators=(",", ":")), answer
 
 
 def load_records(
