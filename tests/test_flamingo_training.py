@@ -152,3 +152,31 @@ def test_text_dropout_removes_field_labels_only_from_the_answer() -> None:
     assert (dropped["labels"][0, -removed:] == IGNORE_INDEX).all()
     supervised = dropped["labels"][0] != IGNORE_INDEX
     assert torch.equal(dropped["labels"][0][supervised], dropped["input_ids"][0][supervised])
+
+
+def test_activation_checkpointing_gives_the_same_gradients() -> None:
+    model, processor = build_tiny_flamingo(seed=1, gate_init=0.5)
+    prepare_for_training(model, FlamingoTrainingSection())
+    family = FlamingoFamily()
+    batch = TrainingCollator(family, processor)([family.encode(processor, e) for e in _examples(2)])
+    model.train()
+
+    def gradients() -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        model(**batch, use_cache=False).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    calls: list[int] = []
+    # a pre-hook: the recompute stops early, before the last module returns
+    block = model.lang_encoder.transformer.blocks[0]
+    block.mlp.register_forward_pre_hook(lambda *_: calls.append(1))
+    plain = gradients()
+    assert len(calls) == 1
+    model.activation_checkpointing_enable({"use_reentrant": False})
+    checkpointed = gradients()
+    assert len(calls) == 3  # forward + recompute in the backward pass
+    assert plain.keys() == checkpointed.keys() and any(
+        ".gated_cross_attn_layer." in n for n in plain
+    )
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-5, atol=1e-6)

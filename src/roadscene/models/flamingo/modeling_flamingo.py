@@ -203,7 +203,7 @@ class FlamingoDecoderBlock(MosaicGPTBlock):
     ) -> torch.Tensor:
         if self.gated_cross_attn_layer is not None:
             hidden_states = self.gated_cross_attn_layer(hidden_states, media, text_time)
-        return super().forward(hidden_states, attention_bias, cache)
+        return super().forward(hidden_states, attention_bias, cache=cache)
 
 
 class FlamingoLanguageModel(nn.Module):
@@ -239,6 +239,7 @@ class FlamingoPreTrainedModel(PreTrainedModel):
     base_model_prefix = ""
     main_input_name = "input_ids"
     _no_split_modules = ["FlamingoDecoderBlock", "CLIPEncoderLayer"]
+    supports_gradient_checkpointing = True
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

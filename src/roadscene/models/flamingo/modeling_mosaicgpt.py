@@ -15,6 +15,7 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from roadscene.models.flamingo.configuration_flamingo import MosaicGPTConfig
@@ -110,8 +111,11 @@ class MosaicGPTMLP(nn.Module):
         return self.mlp_down(self.mlp_act(self.mlp_up(hidden_states)))
 
 
-class MosaicGPTBlock(nn.Module):
-    """Pre-LN block: `x += out_proj(attn(LN1(x)))`; `x += W_down·GELU(W_up·LN2(x))`."""
+class MosaicGPTBlock(GradientCheckpointingLayer):
+    """Pre-LN block: `x += out_proj(attn(LN1(x)))`; `x += W_down·GELU(W_up·LN2(x))`.
+
+    With activation checkpointing on (training), the block's activations are recomputed in the
+    backward pass; the cache must then be passed by keyword (it is dropped)."""
 
     def __init__(self, config: MosaicGPTConfig, layer_idx: int):
         super().__init__()
@@ -164,7 +168,7 @@ class MosaicGPTTransformer(nn.Module):
             hidden_states.device,
         )
         for block in self.blocks:
-            hidden_states = block(hidden_states, attention_bias, cache, **block_kwargs)
+            hidden_states = block(hidden_states, attention_bias, cache=cache, **block_kwargs)
         return self.ln_f(hidden_states)  # (B, T, C)
 
     def logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -197,6 +201,7 @@ class MosaicGPTPreTrainedModel(PreTrainedModel):
     config_class = MosaicGPTConfig
     base_model_prefix = "transformer"
     _no_split_modules = ["MosaicGPTBlock"]
+    supports_gradient_checkpointing = True
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
