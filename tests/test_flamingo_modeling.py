@@ -318,3 +318,46 @@ def test_full_size_model_on_meta_matches_the_published_names_and_shapes() -> Non
         + 50280 * 2048
     )
     assert 1.0e9 < trainable < 1.1e9  # flamingo.md: trainable total ≈ 1.05 B
+
+
+def _reference_mpt_logits(lm: MosaicGPTForCausalLM, input_ids: torch.Tensor) -> torch.Tensor:
+    """MPT-1B written out from flamingo.md's equations, one head at a time (no cache, no SDPA)."""
+    import torch.nn.functional as F
+
+    config = lm.config
+    heads, head_dim, length = config.n_heads, config.head_dim, input_ids.shape[1]
+    trunk = lm.transformer
+
+    def norm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, (x.shape[-1],), weight, None, config.layer_norm_eps)
+
+    x = trunk.wte.weight[input_ids[0]]  # (T, C)
+    position = torch.arange(length, dtype=x.dtype)
+    distance = position[None, :] - position[:, None]  # j - i
+    for block in trunk.blocks:
+        q, k, v = (norm(x, block.ln_1.weight) @ block.attn.Wqkv.weight.T).chunk(3, dim=-1)
+        q, k = norm(q, block.attn.q_ln.weight), norm(k, block.attn.k_ln.weight)
+        outputs = []
+        for h in range(heads):
+            part = slice(h * head_dim, (h + 1) * head_dim)
+            slope = 2.0 ** (-(h + 1) * config.alibi_bias_max / heads)
+            scores = q[:, part] @ k[:, part].T / head_dim**0.5 + slope * distance
+            scores = scores.masked_fill(distance > 0, float("-inf"))
+            outputs.append(scores.softmax(dim=-1) @ v[:, part])
+        x = x + torch.cat(outputs, dim=-1) @ block.attn.out_proj.weight.T
+        hidden = F.gelu(norm(x, block.ln_2.weight) @ block.mlp.mlp_up.weight.T)
+        x = x + hidden @ block.mlp.mlp_down.weight.T
+    return (norm(x, trunk.ln_f.weight) @ trunk.wte.weight.T)[None]
+
+
+def test_mosaicgpt_matches_the_written_out_equations() -> None:
+    torch.manual_seed(4)
+    config = MosaicGPTConfig(
+        d_model=32, n_heads=4, n_layers=2, vocab_size=50, initializer_range=0.2
+    )
+    lm = MosaicGPTForCausalLM(config).double().eval()
+    input_ids = torch.randint(0, 50, (1, 11))
+    with torch.no_grad():
+        ours = lm(input_ids, use_cache=False).logits
+        reference = _reference_mpt_logits(lm, input_ids)
+    assert (ours - reference).abs().max().item() < 1e-10
