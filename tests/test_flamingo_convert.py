@@ -210,3 +210,20 @@ def test_cli_tiny_then_convert_error_is_one_line(run_cli, tmp_path: Path) -> Non
         f"error: {tmp_path / 'missing.pt'}: checkpoint not found"
     ]
     assert not (tmp_path / "out").exists()
+
+
+def test_convert_refuses_language_model_weights_it_would_drop(tmp_path: Path, tiny_model) -> None:
+    model, _ = tiny_model
+    pieces = _published_pieces(tmp_path, model)
+    weights = torch.load(pieces["lm"] / "pytorch_model.bin", weights_only=True)
+    weights["transformer.blocks.0.attn.out_proj.bias"] = torch.zeros(
+        model.config.text_config.d_model
+    )
+    torch.save(weights, pieces["lm"] / "pytorch_model.bin")
+    with pytest.raises(
+        InputError, match=r"1 language-model weights .*blocks\.0\.attn\.out_proj\.bias"
+    ):
+        convert_openflamingo(
+            pieces["checkpoint"], str(pieces["lm"]), str(pieces["vision"]), tmp_path / "out",
+            architecture=_architecture(model),
+        )  # fmt: skip

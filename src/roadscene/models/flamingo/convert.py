@@ -101,6 +101,21 @@ def read_lm(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
             "mosaicml/mpt-1b-redpajama-200b",
             path=config_path,
         )
+    # Options our MosaicGPT does not implement must be off, or the weights would be misused.
+    unsupported = {
+        name: value
+        for name, value in {
+            "logit_scale": raw.get("logit_scale"),
+            "softmax_scale": raw.get("softmax_scale", attn.get("softmax_scale")),
+            "clip_qkv": raw.get("attn_clip_qkv", attn.get("clip_qkv")),
+            "prefix_lm": raw.get("prefix_lm", attn.get("prefix_lm")),
+        }.items()
+        if value not in (None, False)
+    }
+    if unsupported:
+        raise InputError(
+            f"MPT options not supported by roadscene's MosaicGPT: {unsupported}", path=config_path
+        )
     fields = {
         "d_model": raw["d_model"],
         "n_heads": raw["n_heads"],
@@ -204,6 +219,17 @@ def convert_openflamingo(
     available.update(
         {k: v for k, v in flamingo_weights.items() if k.startswith(("perceiver.", "lang_encoder."))}
     )
+    unused = sorted(
+        f"lang_encoder.{k}"
+        for k in lm_weights
+        if k.startswith("transformer.") and f"lang_encoder.{k}" not in expected
+    )
+    if unused:
+        raise InputError(
+            f"{len(unused)} language-model weights have no place in MosaicGPT (biases? a "
+            f"different architecture?): {', '.join(unused)}",
+            path=lm,
+        )
     missing = [name for name in expected if name not in available]
     if missing:
         raise InputError(
