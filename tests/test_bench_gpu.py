@@ -268,5 +268,9 @@ def test_bench_bad_option_names_it_and_exits_2() -> None:
         timeout=300,
     )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("error: --arch: unknown architecture")
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: field '--arch': unknown architecture")
+    )
     assert "smolvlm2-2.2b" in result.stderr

@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from roadscene.cli import bench as bench_cli
 from roadscene.cli import data as data_cli
 from roadscene.cli import demo as demo_cli
 from roadscene.cli import describe as describe_cli
@@ -38,6 +39,7 @@ app.command("train")(train_cli.train)
 app.command("predict")(predict_cli.predict)
 app.command("demo")(demo_cli.demo)
 app.command("describe")(describe_cli.describe)
+app.add_typer(bench_cli.app, name="bench")
 
 
 def main() -> None:
