@@ -67,6 +67,8 @@ class FlamingoConfig(PreTrainedConfig):
     """Flamingo = frozen CLIP vision + perceiver resampler + gated cross-attention + MosaicGPT."""
 
     model_type = "flamingo"  # = the roadscene family name, so predict finds the family
+    # The Trainer's evaluation gathers only the logits, not the cache or the image latents.
+    keys_to_ignore_at_inference: ClassVar[list[str]] = ["cache", "media"]
     sub_configs_defaults: ClassVar[dict[str, SubConfigSpec]] = {
         "vision_config": SubConfigSpec(
             config_class=CLIPVisionConfig, init_kwargs=CLIP_VIT_L14_VISION

@@ -325,7 +325,8 @@ class FlamingoForConditionalGeneration(FlamingoPreTrainedModel, GenerationMixin)
             if vision_x is None:
                 raise ValueError("Flamingo needs images: pass vision_x (pixels) or media (latents)")
             media = self.encode_vision(vision_x)
-        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if use_cache is None:  # no cache while training: nothing would read it
+            use_cache = self.config.use_cache and not self.training
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
         if text_time is None:

@@ -237,7 +237,8 @@ class MosaicGPTForCausalLM(MosaicGPTPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
-        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if use_cache is None:  # no cache while training: nothing would read it
+            use_cache = self.config.use_cache and not self.training
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
         hidden_states = self.transformer(input_ids, attention_mask, cache if use_cache else None)
