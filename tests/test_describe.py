@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import wave
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from roadscene.predict import speech
 from roadscene.predict.cue import cue_for_parsed
 from roadscene.schema import form_json_schema
 from roadscene.targets import parse_response
+
+# tiny models gain nothing from threads; on a shared box one thread avoids oversubscription
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 needs_espeak = pytest.mark.skipif(
     speech.espeak_path() is None, reason="espeak-ng not installed (apt-get install espeak-ng)"
@@ -73,7 +77,7 @@ def test_describe_json_and_wav(run_cli, tiny_smolvlm_dir, two_images, tmp_path) 
     out_wav = tmp_path / "cues.wav"
     result = run_cli(
         "describe", *two_images, "--model", tiny_smolvlm_dir, "--json", "--wav", out_wav,
-        "--relation-from-fields", check=True,
+        "--relation-from-fields", check=True, env=ONE_THREAD,
     )  # fmt: skip
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [row["image"] for row in rows] == [str(p) for p in two_images]
@@ -96,7 +100,9 @@ def test_describe_json_and_wav(run_cli, tiny_smolvlm_dir, two_images, tmp_path) 
 
 @pytest.mark.slow
 def test_describe_text_output(run_cli, tiny_smolvlm_dir, two_images) -> None:
-    result = run_cli("describe", two_images[0], "--model", tiny_smolvlm_dir, check=True)
+    result = run_cli(
+        "describe", two_images[0], "--model", tiny_smolvlm_dir, check=True, env=ONE_THREAD
+    )
     lines = result.stdout.splitlines()
     assert lines[0] == str(two_images[0])
     labels = [line.split(":")[0].strip() for line in lines[1:]]
