@@ -236,12 +236,12 @@ def test_bench_tiny_cpu_run_writes_the_full_document(tmp_path: Path) -> None:
         assert all(1 <= run["tokens"] <= 4 for run in structured["runs"])
         training = model["training"]
         assert training["batch_size"] == 4
-        assert training["runs"][0]["gradient_checkpointing"] is False
-        assert training["runs"][0]["samples_per_s"] > 0
-        assert training["runs"][0]["tokens_per_s"] > training["runs"][0]["samples_per_s"]
+        assert [run["gradient_checkpointing"] for run in training["runs"]] == [False, True]
+        for run in training["runs"]:  # both families support gradient checkpointing
+            assert run["samples_per_s"] > 0, run.get("reason")
+            assert run["tokens_per_s"] > run["samples_per_s"]
     # LoRA: only adapter weights train; Flamingo: the recipe's set
     assert 0 < smol["training"]["parameters"]["trainable"] < smol["parameters"]["total"] / 10
-    assert smol["training"]["runs"][1]["samples_per_s"] > 0  # gradient checkpointing works
 
     numbers = list(_numbers(doc))
     assert numbers, "no numbers in the document"
