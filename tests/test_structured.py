@@ -129,14 +129,18 @@ def test_relation_from_fields_allows_only_the_rule(tokenizer) -> None:
     assert not _accepts(ruled, wrong) and _accepts(ruled, right)
 
 
-def test_context_is_bounded(tokenizer) -> None:
-    compiled = _compiled(tokenizer, context_max_chars=10)
+@pytest.mark.parametrize("max_chars", [10, 100, 201, 600])
+def test_context_is_bounded(tokenizer, max_chars) -> None:
+    compiled = _compiled(tokenizer, context_max_chars=max_chars)
     head = (
         "Sidewalk: left. Road: left. RoadVsSidewalk: unknown. Nearby: no important close "
         "objects visible. Context: "
     )
-    assert _accepts(compiled, head + "x" * 10)
-    assert not _accepts(compiled, head + "x" * 11)
+    for length in {1, 2, 99, 100, 101, 199, 200, 201, max_chars - 1, max_chars} - {0}:
+        if length <= max_chars:
+            assert _accepts(compiled, head + "x" * length), length
+    assert not _accepts(compiled, head + "x" * (max_chars + 1))
+    assert not _accepts(compiled, head + " x")  # the caption does not start with a space
     assert "context" not in answer_grammar(GrammarOptions(context_max_chars=0))
 
 

@@ -39,6 +39,7 @@ WHERE_TWO: tuple[str, ...] = (
     "on the center and right",
 )
 WHERE_THREE = "across the left, center, and right"
+CONTEXT_BLOCK = 100  # characters per block of the bounded free-text context (see answer_grammar)
 
 
 @dataclass(frozen=True)
@@ -154,12 +155,21 @@ def answer_grammar(options: GrammarOptions | None = None) -> str:
         rules.append('far ::= " Far: " far_list "."')
     if options.context_max_chars > 0:
         # Free text on one line: no control characters, no "<"/">" (nothing that looks like a
-        # special token), not starting with a space.
+        # special token), not starting with a space. The length bound is spelled as whole
+        # 100-character blocks plus a short tail: xgrammar matches a long `{0,n}` repetition
+        # (n > 128) about 8x slower per token, which would dominate decoding time.
         text_char = "[^\\x00-\\x1f\\x7f<>]"
         first_char = "[^\\x00-\\x20\\x7f<>]"
-        rules.append(
-            f'context ::= " Context: " {first_char} {text_char}{{0,{options.context_max_chars - 1}}}'
-        )
+        rest = options.context_max_chars - 1
+        blocks, tail = divmod(rest, CONTEXT_BLOCK)
+        lengths = [
+            f"context_block{{{k}}} {text_char}{{0,{CONTEXT_BLOCK - 1}}}" for k in range(blocks)
+        ]
+        lengths.append(f"context_block{{{blocks}}} {text_char}{{0,{tail}}}")
+        lengths = [alt.replace("context_block{0} ", "") for alt in lengths]
+        rules.append(f'context ::= " Context: " {first_char} ({" | ".join(lengths)})')
+        if blocks:
+            rules.append(f"context_block ::= {text_char}{{{CONTEXT_BLOCK}}}")
     return "\n".join(rules) + "\n"
 
 
@@ -339,6 +349,8 @@ class GrammarLogitsProcessor:
         # generated prefix -> matcher that has accepted exactly that prefix (None: dead)
         self._states: dict[tuple[int, ...], Any] = {}
         self._bitmask: torch.Tensor | None = None
+        self._stop_bits: torch.Tensor | None = None  # mask row allowing only the stop tokens
+        self._batch_matcher: Any = None
 
     def _advance(self, prefixes: list[tuple[int, ...]]) -> dict[tuple[int, ...], Any]:
         """Matchers for this step's prefixes, from the previous step's ones."""
@@ -348,15 +360,23 @@ class GrammarLogitsProcessor:
         for prefix in dict.fromkeys(prefixes):  # distinct, in order
             children.setdefault(prefix[:-1], []).append(prefix)
         states: dict[tuple[int, ...], Any] = {}
+        advancing: list[tuple[tuple[int, ...], Any]] = []
         for parent, kids in children.items():
             matcher = self._states.get(parent)
             for index, prefix in enumerate(kids):
                 if matcher is None or matcher.is_terminated():
                     states[prefix] = None
-                    continue
-                # the last child may take the parent's matcher itself; the others fork it
-                child = matcher if index == len(kids) - 1 else matcher.fork()
-                states[prefix] = child if child.accept_token(prefix[-1]) else None
+                else:
+                    # the last child may take the parent's matcher itself; the others fork it
+                    advancing.append(
+                        (prefix, matcher if index == len(kids) - 1 else matcher.fork())
+                    )
+        if advancing:  # one call into xgrammar for the whole batch
+            accepted = self._xgr.BatchGrammarMatcher.batch_accept_token(
+                [matcher for _, matcher in advancing], [prefix[-1] for prefix, _ in advancing]
+            )
+            for (prefix, matcher), ok in zip(advancing, accepted, strict=True):
+                states[prefix] = matcher if ok else None
         return states
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -365,6 +385,8 @@ class GrammarLogitsProcessor:
             self.vocab_size = int(scores.shape[-1])
             self.compiled_grammar = self._grammar_for_width(self.vocab_size)
             self.stop_token_ids = list(self.compiled_grammar.tokenizer_info.stop_token_ids)
+            self._stop_bits = token_bits(self.stop_token_ids, self.vocab_size)
+            self._batch_matcher = self._xgr.BatchGrammarMatcher(max_threads=1)
             if self.max_new_tokens is not None:
                 self._closing = _closing_masks(self.compiled_grammar, self.vocab_size)
         elif scores.shape[-1] != self.vocab_size:
@@ -380,21 +402,29 @@ class GrammarLogitsProcessor:
         if self._bitmask is None or self._bitmask.shape[0] != batch_size:
             self._bitmask = self._xgr.allocate_token_bitmask(batch_size, self.vocab_size)
         bitmask = self._bitmask
-        filled: dict[tuple[int, ...], int] = {}
+        first_row: dict[tuple[int, ...], int] = {}  # distinct prefix -> first row holding it
+        live: list[tuple[int, tuple[int, ...], Any]] = []
         for row, prefix in enumerate(prefixes):
-            if prefix in filled:  # same state as an earlier row: copy its mask
-                bitmask[row] = bitmask[filled[prefix]]
+            if prefix in first_row:
                 continue
+            first_row[prefix] = row
             matcher = self._states[prefix]
             if matcher is None or matcher.is_terminated():
-                bitmask[row] = token_bits(self.stop_token_ids, self.vocab_size)
+                bitmask[row] = self._stop_bits
             else:
-                matcher.fill_next_token_bitmask(bitmask, row)
-                if self._closing is not None and self.max_new_tokens is not None:
+                live.append((row, prefix, matcher))
+        if live:  # one call into xgrammar for every distinct live prefix
+            self._batch_matcher.batch_fill_next_token_bitmask(
+                [matcher for _, _, matcher in live], bitmask, [row for row, _, _ in live]
+            )
+            if self._closing is not None and self.max_new_tokens is not None:
+                for row, prefix, _ in live:
                     left = self.max_new_tokens - len(prefix)  # tokens left, this one included
                     if left <= self.closing_reserve:
                         self._closing.steer_to_end(bitmask, row, prefix)
-            filled[prefix] = row
+        for row, prefix in enumerate(prefixes):
+            if first_row[prefix] != row:  # same state as an earlier row: copy its mask
+                bitmask[row] = bitmask[first_row[prefix]]
         if scores.device.type == "cuda":
             self._xgr.apply_token_bitmask_inplace(scores, bitmask.to(scores.device))
         else:
