@@ -143,3 +143,21 @@ def test_cli_skips_and_reports_bad_images(
     assert "wrote 1 predictions" in result.output and "skipped 1 rows" in result.output
     assert "line 2: " in result.output and "nope.png" in result.output
     assert [row["line"] for row in read_jsonl(out)] == [1]
+
+
+def test_task_comes_from_the_trained_model_and_must_fit_the_data(tmp_path):
+    from roadscene.predict.runner import resolve_task
+    from roadscene.train.config import load_config, save_config
+
+    bvpi = tmp_path / "bvpi_sft_test.jsonl"
+    bvpi.write_text('{"image": "a.jpg", "prompt": "p", "response": "r"}\n')
+    captions = tmp_path / "captions_test.json"
+    captions.write_text('[{"image": "a.jpg", "caption": "c"}]\n')
+    model = tmp_path / "model"
+    model.mkdir()
+    assert resolve_task("auto", bvpi, model) == "bvpi"  # no saved config: from the data
+    save_config(load_config(None, ["data.task=annotated"]), model)
+    assert resolve_task("auto", bvpi, model) == "annotated"
+    assert resolve_task("bvpi", bvpi, model) == "bvpi"  # an explicit --task wins
+    with pytest.raises(InputError, match="trained for the 'annotated' task"):
+        resolve_task("auto", captions, model)

@@ -332,3 +332,29 @@ def test_beam_search_batched_equals_one_by_one(
     assert (tmp_path / "b1.jsonl").read_bytes() == (tmp_path / "b8.jsonl").read_bytes()
     rows = read_jsonl(tmp_path / "b8.jsonl")
     assert all(row["prediction"] == row["target"] for row in rows)
+
+
+@pytest.mark.parametrize("freeze_vision", [False, True])
+def test_full_finetune_trains_everything_or_keeps_the_vision_tower_frozen(
+    tiny_smolvlm_dir, one_torch_thread, freeze_vision
+):
+    from roadscene.models import get_family
+    from roadscene.train.config import load_config
+    from roadscene.train.runner import prepare_model
+
+    family = get_family("smolvlm")
+    model = family.load(str(tiny_smolvlm_dir)).model
+    config = load_config(
+        None, ["finetune.method=full", f"finetune.freeze_vision={str(freeze_vision).lower()}"]
+    )
+    model = prepare_model(model, config, family)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    vision = {
+        name for name, _ in model.named_parameters() if name.startswith("model.vision_model.")
+    }
+    assert vision, "the tiny model has a vision tower"
+    assert any(name.startswith("model.text_model.") for name in trainable)
+    if freeze_vision:
+        assert not (vision & trainable)
+    else:
+        assert vision <= trainable

@@ -58,10 +58,11 @@ def predict(
 ) -> None:
     """Generate answers (answer text only) for every row; one JSON line per item."""
     from roadscene.errors import InputError
-    from roadscene.predict.runner import predict_file
+    from roadscene.predict.runner import predict_file, resolve_task
 
     if task not in {"auto", "caption", "bvpi", "annotated"}:
         raise InputError(f"unknown --task '{task}'; allowed: auto, caption, bvpi, annotated")
+    task = resolve_task(task, data, model, adapter)
     if on_bad_image not in {"error", "skip"}:
         raise InputError(f"unknown --on-bad-image '{on_bad_image}'; allowed: error, skip")
     from roadscene.predict.structured import structured_predict_options

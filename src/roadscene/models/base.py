@@ -121,6 +121,10 @@ class ModelFamily(abc.ABC):
     #: Pydantic model validating the recipe's `family_options` section (None: takes none).
     options_model: Any = None
 
+    #: Dotted name of the vision encoder inside the model (e.g. `model.vision_model`), frozen by
+    #: `finetune.freeze_vision` in full fine-tuning; None when the family has none to freeze.
+    vision_module_name: str | None = None
+
     def prepare_for_training(self, model: Any, config: Any) -> Any:
         """Make the loaded model trainable as `config.finetune` (a `TrainConfig`) says.
 
@@ -154,6 +158,14 @@ class ModelFamily(abc.ABC):
         """Token ids that end an answer (generation stops at the first of them)."""
         tokenizer = getattr(processor, "tokenizer", processor)
         return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+
+
+def cuda_half_dtype() -> torch.dtype:
+    """The 16-bit dtype for CUDA weights and compute: bf16 where the card supports it (Ampere and
+    newer), else fp16 (T4, V100), where bf16 would be emulated or fail."""
+    import torch
+
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 class TrainingCollator:

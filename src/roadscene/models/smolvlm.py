@@ -30,6 +30,7 @@ from roadscene.models.base import (
     ModelFamily,
     Quantization,
     VisionTextExample,
+    cuda_half_dtype,
     pad_images,
     pad_sequences,
 )
@@ -86,6 +87,7 @@ class SmolVLMFamily(ModelFamily):
     # Full-match regex: only the language model's attention q/v projections, never the vision
     # tower's (`model.vision_model.encoder.layers.N.self_attn.q_proj` has the same leaf names).
     lora_target_modules = r".*\.text_model\..*\.(q_proj|v_proj)"
+    vision_module_name = "model.vision_model"
 
     def __init__(self) -> None:
         # processor -> {(prompt text, image count): expanded prompt ids}, for one-tile processors
@@ -115,7 +117,7 @@ class SmolVLMFamily(ModelFamily):
         source = str(model_name_or_path)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if dtype is None:
-            dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+            dtype = cuda_half_dtype() if device.startswith("cuda") else torch.float32
         kwargs: dict[str, Any] = {"dtype": dtype}
         if quantization == "4bit":
             kwargs["quantization_config"] = bnb_4bit_config()
@@ -446,7 +448,7 @@ def bnb_4bit_config() -> Any:
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_compute_dtype=cuda_half_dtype() if torch.cuda.is_available() else torch.bfloat16,
     )
 
 

@@ -154,6 +154,35 @@ def detect_task(rows: Sequence[tuple[int, dict[str, Any]]]) -> str:
     return "bvpi"
 
 
+def resolve_task(
+    task: str, data: str | Path, model: str | Path, adapter: str | Path | None = None
+) -> str:
+    """The task to predict: as given, else the task the model was trained on (its saved
+    config), else what the data file looks like. A data file that cannot serve the trained
+    task is an error rather than confident answers to the wrong prompt."""
+    if task != "auto":
+        return task
+    from roadscene.train.config import read_saved_config
+
+    data_task = detect_task(read_records(data))
+    saved = None
+    for folder in (adapter, model):
+        if folder is not None and Path(folder).is_dir():
+            saved = read_saved_config(folder)
+            if saved is not None:
+                break
+    if saved is None:
+        return data_task
+    trained = saved.data.task
+    if (trained == "caption") != (data_task == "caption"):
+        raise InputError(
+            f"the model was trained for the '{trained}' task but this file holds "
+            f"{'captions' if data_task == 'caption' else 'bvpi rows'}; pass --task to override",
+            path=data,
+        )
+    return trained
+
+
 def _read_done(out: Path) -> dict[int, str]:
     """Data lines already predicted in `out` (line -> image). A torn last line (crash during a
     write) is dropped; any other malformed line is an error."""
@@ -235,9 +264,7 @@ def predict_file(
     out = Path(out)
     if batch_size < 1 or num_beams < 1 or max_new_tokens < 1:
         raise InputError("--batch-size, --num-beams and --max-new-tokens must be >= 1")
-    rows = read_records(data)
-    if task == "auto":
-        task = detect_task(rows)  # type: ignore[assignment]
+    task = resolve_task(task, data, model, adapter)  # type: ignore[assignment]
     root = Path(image_root) if image_root is not None else data.parent
     records = load_records(task, data, root, limit=limit, require_answer=False)
 

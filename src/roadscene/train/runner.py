@@ -46,8 +46,14 @@ def prepare_model(model: Any, config: TrainConfig, family: Any) -> Any:
     """Attach LoRA adapters (lora / qlora) or leave every weight trainable (full)."""
     finetune = config.finetune
     if finetune.method == "full":
-        for param in model.parameters():
-            param.requires_grad_(True)
+        vision = family.vision_module_name
+        if finetune.freeze_vision and vision is None:
+            raise InputError(
+                f"finetune.freeze_vision: the {family.name} family names no vision encoder to freeze"
+            )
+        for name, param in model.named_parameters():
+            frozen = finetune.freeze_vision and (name + ".").startswith(vision + ".")
+            param.requires_grad_(not frozen)
         return model
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
@@ -178,6 +184,8 @@ def run_training(
         max_grad_norm=train_cfg.max_grad_norm,
         seed=train_cfg.seed,
         bf16=use_bf16,
+        # Cards without bf16 (T4, V100) train LoRA over fp16 weights with fp16 autocast.
+        fp16=train_cfg.bf16 == "auto" and torch.cuda.is_available() and not use_bf16,
         activation_checkpointing=train_cfg.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False},
         logging_steps=train_cfg.logging_steps,
