@@ -201,3 +201,18 @@ def test_shot_options_are_checked_before_any_model_work(tmp_path: Path) -> None:
     ):
         fewshot_predict_options(2, test, selection="nearest", data=test)
     assert fewshot_predict_options(0, None, data=test) == {}
+
+
+def test_tiny_flamingo_takes_size_options_and_refuses_unknown_ones(tmp_path):
+    from roadscene.models import get_family
+    from roadscene.models.flamingo.configuration_flamingo import FlamingoConfig
+
+    family = get_family("flamingo")
+    out = family.build_tiny(tmp_path / "m", image_size=48, patch_size=12, num_latents=4)
+    config = FlamingoConfig.from_pretrained(out)
+    assert (config.vision_config.image_size, config.vision_config.patch_size) == (48, 12)
+    assert config.perceiver_num_latents == 4
+    loaded = family.load(str(out))
+    assert loaded.processor.image_processor.crop_size["height"] == 48
+    with pytest.raises(InputError, match="scale_factor"):
+        family.build_tiny(tmp_path / "n", scale_factor=2)

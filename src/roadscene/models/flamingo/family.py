@@ -131,15 +131,17 @@ class FlamingoFamily(ModelFamily):
         gate_init: float = 0.0,
         **sizes: Any,
     ) -> Path:
-        """Tiny CLIP vision (32 px), tiny MosaicGPT, tiny perceiver; BPE tokenizer trained on the
-        built-in corpus plus `corpus`."""
-        from roadscene.models.flamingo.tiny import save_tiny_flamingo
+        """Tiny CLIP vision (32 px by default), tiny MosaicGPT, tiny perceiver; BPE tokenizer
+        trained on the built-in corpus plus `corpus`. `sizes`: see `tiny.TINY_SIZES`."""
+        from roadscene.models.flamingo.tiny import TINY_SIZES, save_tiny_flamingo
 
-        if sizes:
+        unknown = sorted(set(sizes) - set(TINY_SIZES))
+        if unknown:
             raise InputError(
-                f"the flamingo tiny model has fixed sizes; unknown options: {', '.join(sizes)}"
+                f"unknown tiny Flamingo size option(s) {', '.join(unknown)}; allowed: "
+                f"{', '.join(TINY_SIZES)}"
             )
-        return save_tiny_flamingo(out_dir, seed=seed, gate_init=gate_init, corpus=corpus)
+        return save_tiny_flamingo(out_dir, seed=seed, gate_init=gate_init, corpus=corpus, **sizes)
 
     def image_embedder(self, model: Any, processor: FlamingoProcessor) -> Any:
         """Image -> embedding function for `--shot-selection similar` (the frozen CLIP tower)."""

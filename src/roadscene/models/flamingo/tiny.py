@@ -20,6 +20,16 @@ from roadscene.models.flamingo.processing_flamingo import (
 
 TINY_IMAGE_SIZE = 32
 TINY_BPE_VOCAB = 384
+# Size options of the tiny model (`roadscene model tiny --family flamingo`, the demo) and defaults.
+TINY_SIZES: dict[str, int] = {
+    "image_size": TINY_IMAGE_SIZE,
+    "patch_size": 8,
+    "vision_hidden_size": 32,
+    "vision_layers": 2,
+    "text_hidden_size": 64,
+    "text_layers": 2,
+    "num_latents": 8,
+}
 
 # Training text for the tiny tokenizer: the words of the structured answers and captions.
 _TOKENIZER_CORPUS = [
@@ -59,23 +69,30 @@ def train_tiny_tokenizer(
     return add_flamingo_tokens(fast) if flamingo_tokens else fast
 
 
-def tiny_config(tokenizer: PreTrainedTokenizerFast) -> FlamingoConfig:
+def tiny_config(tokenizer: PreTrainedTokenizerFast, **sizes: int) -> FlamingoConfig:
+    """Config of the tiny model; `sizes` override `TINY_SIZES` (unknown names are refused)."""
+    unknown = sorted(set(sizes) - set(TINY_SIZES))
+    if unknown:
+        raise ValueError(
+            f"unknown tiny Flamingo size(s) {', '.join(unknown)}; allowed: {', '.join(TINY_SIZES)}"
+        )
+    size = TINY_SIZES | sizes
     vocab_size = len(tokenizer)
     return FlamingoConfig(
         vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "projection_dim": 32,
-            "num_hidden_layers": 2,
+            "hidden_size": size["vision_hidden_size"],
+            "intermediate_size": 2 * size["vision_hidden_size"],
+            "projection_dim": size["vision_hidden_size"],
+            "num_hidden_layers": size["vision_layers"],
             "num_attention_heads": 4,
-            "image_size": TINY_IMAGE_SIZE,
-            "patch_size": 8,
+            "image_size": size["image_size"],
+            "patch_size": size["patch_size"],
             "hidden_act": "quick_gelu",
         },
         text_config=MosaicGPTConfig(
-            d_model=64,
+            d_model=size["text_hidden_size"],
             n_heads=4,
-            n_layers=2,
+            n_layers=size["text_layers"],
             mlp_ratio=4,
             max_seq_len=512,
             vocab_size=vocab_size,
@@ -86,7 +103,7 @@ def tiny_config(tokenizer: PreTrainedTokenizerFast) -> FlamingoConfig:
         perceiver_depth=2,
         perceiver_heads=2,
         perceiver_head_dim=16,
-        perceiver_num_latents=8,
+        perceiver_num_latents=size["num_latents"],
         perceiver_ff_mult=2,
         cross_attn_heads=2,
         cross_attn_head_dim=16,
@@ -100,11 +117,12 @@ def tiny_config(tokenizer: PreTrainedTokenizerFast) -> FlamingoConfig:
 
 
 def build_tiny_flamingo(
-    seed: int = 0, gate_init: float = 0.0, corpus: Sequence[str] | None = None
+    seed: int = 0, gate_init: float = 0.0, corpus: Sequence[str] | None = None, **sizes: int
 ) -> tuple[FlamingoForConditionalGeneration, FlamingoProcessor]:
-    """Random-init tiny model and its processor (32 px images, 8 latents, 2+2 layers)."""
+    """Random-init tiny model and its processor (default 32 px images, 8 latents, 2+2 layers;
+    `sizes` as in `TINY_SIZES`)."""
     tokenizer = train_tiny_tokenizer(corpus)
-    config = tiny_config(tokenizer)
+    config = tiny_config(tokenizer, **sizes)
     config.gate_init = gate_init
     torch.manual_seed(seed)
     model = FlamingoForConditionalGeneration(config).eval()
@@ -113,7 +131,8 @@ def build_tiny_flamingo(
     # make them confident. Unit-scale rows (like a trained LM's) let the tiny model learn.
     with torch.no_grad():
         model.get_input_embeddings().weight.normal_(0.0, 1.0)
-    processor = FlamingoProcessor(tokenizer, clip_image_processor(TINY_IMAGE_SIZE))
+    image_size = config.vision_config.image_size
+    processor = FlamingoProcessor(tokenizer, clip_image_processor(image_size))
     return model, processor
 
 
@@ -122,12 +141,13 @@ def save_tiny_flamingo(
     seed: int = 0,
     gate_init: float = 0.0,
     corpus: Sequence[str] | None = None,
+    **sizes: int,
 ) -> Path:
     """Write a loadable tiny Flamingo folder (safetensors, config, tokenizer, image processor)."""
     from roadscene.io import atomic_dir
 
     out_dir = Path(out_dir)
-    model, processor = build_tiny_flamingo(seed=seed, gate_init=gate_init, corpus=corpus)
+    model, processor = build_tiny_flamingo(seed=seed, gate_init=gate_init, corpus=corpus, **sizes)
     with atomic_dir(out_dir) as staging:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
