@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from roadscene.schema import OBJECT_CLASSES, POSITIONS, SceneAnnotation
 
@@ -117,6 +118,25 @@ class ParsedResponse:
             and self.relation is not None
             and self.has_nearby
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON view: the fields, near/far objects as {class: {count, positions}}, whether the
+        answer says nothing is close, and whether it is complete."""
+
+        def objects(mentions: dict[str, ObjectMention]) -> dict[str, dict[str, Any]]:
+            return {
+                c: {"count": m.count, "positions": list(m.positions)} for c, m in mentions.items()
+            }
+
+        return {
+            "sidewalk": self.sidewalk,
+            "road": self.road,
+            "relation": self.relation,
+            "near": objects(self.near),
+            "far": objects(self.far),
+            "nearby_none": self.nearby_none,
+            "complete": self.complete,
+        }
 
 
 _SECTION = re.compile(

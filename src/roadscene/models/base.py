@@ -160,6 +160,13 @@ class ModelFamily(abc.ABC):
         return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
 
 
+def default_dtype(device: str) -> torch.dtype:
+    """Weights dtype when the user names none: 16-bit on CUDA (`cuda_half_dtype`), fp32 on CPU."""
+    import torch
+
+    return cuda_half_dtype() if device.startswith("cuda") else torch.float32
+
+
 def cuda_half_dtype() -> torch.dtype:
     """The 16-bit dtype for CUDA weights and compute: bf16 where the card supports it (Ampere and
     newer), else fp16 (T4, V100), where bf16 would be emulated or fail."""

@@ -31,6 +31,7 @@ from roadscene.models.base import (
     Quantization,
     VisionTextExample,
     cuda_half_dtype,
+    default_dtype,
     pad_images,
     pad_sequences,
 )
@@ -117,7 +118,7 @@ class SmolVLMFamily(ModelFamily):
         source = str(model_name_or_path)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if dtype is None:
-            dtype = cuda_half_dtype() if device.startswith("cuda") else torch.float32
+            dtype = default_dtype(device)
         kwargs: dict[str, Any] = {"dtype": dtype}
         if quantization == "4bit":
             kwargs["quantization_config"] = bnb_4bit_config()

@@ -43,10 +43,7 @@ class ImageDescription:
             "sidewalk": self.parsed.sidewalk,
             "road": self.parsed.road,
             "relation": self.parsed.relation,
-            "nearby": {
-                cls: {"count": m.count, "positions": m.positions}
-                for cls, m in self.parsed.near.items()
-            },
+            "nearby": self.parsed.to_dict()["near"],
             "caption": self.parsed.context,
             "answer": self.answer,
             "annotation": self.annotation,

@@ -212,18 +212,7 @@ def parsed_fields(prediction: str) -> dict[str, Any]:
     """The parsed view of a prediction, as stored in the output line."""
     from roadscene.targets import parse_response
 
-    parsed = parse_response(prediction)
-    return {
-        "sidewalk": parsed.sidewalk,
-        "road": parsed.road,
-        "relation": parsed.relation,
-        "near": {
-            cls: {"count": m.count, "positions": m.positions} for cls, m in parsed.near.items()
-        },
-        "far": {cls: {"count": m.count, "positions": m.positions} for cls, m in parsed.far.items()},
-        "nearby_none": parsed.nearby_none,
-        "complete": parsed.complete,
-    }
+    return parse_response(prediction).to_dict()
 
 
 def predict_file(

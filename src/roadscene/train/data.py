@@ -87,13 +87,9 @@ def annotation_json(response: str) -> tuple[str, str]:
     from roadscene.targets import parse_response
 
     parsed = parse_response(response)
-    annotation = {
-        "sidewalk": parsed.sidewalk or "unknown",
-        "road": parsed.road or "unknown",
-        "relation": parsed.relation or "unknown",
-        "near": {c: {"count": m.count, "positions": m.positions} for c, m in parsed.near.items()},
-        "far": {c: {"count": m.count, "positions": m.positions} for c, m in parsed.far.items()},
-    }
+    view = parsed.to_dict()
+    annotation = {key: view[key] or "unknown" for key in ("sidewalk", "road", "relation")}
+    annotation |= {"near": view["near"], "far": view["far"]}
     answer = f"{cue_for_parsed(parsed).text} {parsed.context or ''}".strip()
     return json.dumps(annotation, separators=(",", ":")), answer
 

@@ -22,6 +22,7 @@ from roadscene.models.base import (
     ModelFamily,
     Quantization,
     VisionTextExample,
+    default_dtype,
     pad_sequences,
 )
 from roadscene.models.flamingo.recipe import FlamingoTrainingSection
@@ -116,7 +117,7 @@ class FlamingoFamily(ModelFamily):
             )
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if dtype is None:
-            dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+            dtype = default_dtype(device)
         model = FlamingoForConditionalGeneration.from_pretrained(str(source), dtype=dtype)
         processor = FlamingoProcessor.from_pretrained(source)
         model.to(device).eval()
