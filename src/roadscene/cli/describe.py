@@ -22,7 +22,12 @@ def describe(
     voice: str | None = typer.Option(None, "--voice", help="espeak-ng voice, e.g. en-us."),
     wav: Path | None = typer.Option(None, "--wav", help="Write the spoken cues to this WAV file."),
     num_beams: int = typer.Option(1, "--num-beams", min=1, help="1 = greedy, K = beam search."),
-    max_new_tokens: int = typer.Option(160, "--max-new-tokens", min=1, help="Answer length cap."),
+    max_new_tokens: int = typer.Option(
+        192,
+        "--max-new-tokens",
+        min=1,
+        help="Answer length cap (published answers run to ~730 characters).",
+    ),
     relation_from_fields: bool = typer.Option(
         False, "--relation-from-fields", help="Allow only the relation the fields' rule derives."
     ),

@@ -23,7 +23,12 @@ def predict(
     task: str = typer.Option("auto", "--task", help="auto, caption, bvpi or annotated."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Items per generate call."),
     num_beams: int = typer.Option(1, "--num-beams", min=1, help="1 = greedy, K = beam search."),
-    max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1, help="Answer length cap."),
+    max_new_tokens: int = typer.Option(
+        192,
+        "--max-new-tokens",
+        min=1,
+        help="Answer length cap (published answers run to ~730 characters).",
+    ),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N rows."),
     on_bad_image: str = typer.Option(
         "error", "--on-bad-image", help="error: stop naming the image; skip: skip and count."
