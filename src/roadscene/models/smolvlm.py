@@ -138,6 +138,12 @@ class SmolVLMFamily(ModelFamily):
         except (OSError, ValueError) as err:
             if Path(source).is_dir() and (Path(source) / "config.json").is_file():
                 raise  # a real folder that fails to load is a bug to see in full
+            if Path(source).is_dir():
+                raise InputError(
+                    "not a saved model folder (no config.json); pass the folder that "
+                    "`roadscene train` / `roadscene model tiny` wrote, or a hub id",
+                    path=source,
+                ) from None
             raise InputError(
                 "cannot load model: not a local model folder and not available from "
                 "the Hugging Face hub (offline or not downloaded); run `huggingface-cli download "
