@@ -342,11 +342,11 @@ def load_clip(model_name_or_path: str) -> tuple[Any, Any]:
     return model.eval(), processor
 
 
-def resolve_image(image: str, image_root: str | Path) -> Path:
+def existing_image(image: str, image_root: str | Path) -> Path:
     """The image file for a record; a missing file is an InputError naming the path."""
-    path = Path(image)
-    if not path.is_absolute():
-        path = Path(image_root) / image
+    from roadscene.train.data import resolve_image
+
+    path = resolve_image(image, image_root)
     if not path.is_file():
         raise InputError("image not found", path=path, field="image")
     return path
@@ -362,12 +362,13 @@ def clip_scores(
     prediction scores 0.
     """
     import torch
-    from PIL import Image, UnidentifiedImageError
     from torchmetrics.functional.multimodal import clip_score
     from torchvision.transforms.functional import pil_to_tensor
     from tqdm import tqdm
 
-    paths = [resolve_image(pair.image, image_root) for pair in pairs]  # fail before loading
+    from roadscene.train.data import open_image
+
+    paths = [existing_image(pair.image, image_root) for pair in pairs]  # fail before loading
     model, processor = load_clip(model_name_or_path)
     model = _clip_for_torchmetrics(model)
     scores = []
@@ -378,11 +379,7 @@ def clip_scores(
                 # No answer (missing or empty) scores 0; CLIP would happily embed "".
                 scores.append(0.0)
                 continue
-            try:
-                with Image.open(path) as handle:
-                    pixels = pil_to_tensor(handle.convert("RGB"))  # (3, H, W) uint8
-            except (UnidentifiedImageError, OSError) as err:
-                raise InputError(f"cannot read image: {err}", path=path, field="image") from None
+            pixels = pil_to_tensor(open_image(path))  # (3, H, W) uint8
             value = clip_score(
                 pixels, pair.prediction, model_name_or_path=lambda: (model, processor)
             )

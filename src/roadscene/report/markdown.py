@@ -98,38 +98,25 @@ def _strict_field_rows(strict: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _object_row(name: str, block: dict[str, Any]) -> list[str]:
+    return [
+        name,
+        str(block["support"]),
+        str(block["tp"]),
+        str(block["fp"]),
+        str(block["fn"]),
+        fmt_ci(block, "precision", "precision_ci95"),
+        fmt_ci(block, "recall", "recall_ci95"),
+        fmt(block["f1"]),
+        fmt_ci(block["position_accuracy"]),
+        fmt_ci(block["count_accuracy"]),
+    ]
+
+
 def _object_rows(side: dict[str, Any]) -> list[list[str]]:
-    rows = []
-    for cls, block in side["per_class"].items():
-        rows.append(
-            [
-                cls,
-                str(block["support"]),
-                str(block["tp"]),
-                str(block["fp"]),
-                str(block["fn"]),
-                fmt_ci(block, "precision", "precision_ci95"),
-                fmt_ci(block, "recall", "recall_ci95"),
-                fmt(block["f1"]),
-                fmt_ci(block["position_accuracy"]),
-                fmt_ci(block["count_accuracy"]),
-            ]
-        )
+    rows = [_object_row(cls, block) for cls, block in side["per_class"].items()]
     micro, macro = side["micro"], side["macro"]
-    rows.append(
-        [
-            "**micro**",
-            str(micro["support"]),
-            str(micro["tp"]),
-            str(micro["fp"]),
-            str(micro["fn"]),
-            fmt_ci(micro, "precision", "precision_ci95"),
-            fmt_ci(micro, "recall", "recall_ci95"),
-            fmt(micro["f1"]),
-            fmt_ci(micro["position_accuracy"]),
-            fmt_ci(micro["count_accuracy"]),
-        ]
-    )
+    rows.append(_object_row("**micro**", micro))
     rows.append(
         [
             "**macro**",
