@@ -12,39 +12,36 @@ throughput (`roadscene.bench.costs`). `run_gpu_bench` returns one JSON-able docu
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import math
 import platform
-import statistics
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, Field, field_validator
 
-from roadscene.bench import costs
+from roadscene.bench.inference import _free_memory, measure_inference
 from roadscene.bench.measure import (
-    Clock,
-    DeviceLimits,
-    GenerationSplit,
-    GenerationTrace,
     measure_limits,
-    split_trace,
-    time_call,
-    track_peak_memory,
 )
-from roadscene.bench.subjects import TRAINING_ANSWER, Subject, build_subject, meta_model
+from roadscene.bench.subjects import build_subject, meta_model
+from roadscene.bench.training import measure_training
 from roadscene.errors import InputError
+from roadscene.models import costs, get_family, list_families
 from roadscene.models.arch import list_archs, load_arch
 
 SCHEMA = "roadscene.bench.gpu/1"
 REPO_ROOT = Path(__file__).resolve().parents[3]
-SCALE_ARCHS: dict[str, list[str]] = {
-    "real": ["smolvlm2-2.2b", "openflamingo-3b"],
-    "tiny": ["smolvlm2-tiny", "openflamingo-tiny"],
-}
+
+
+def scale_archs(scale: str) -> list[str]:
+    """The stored architectures every family benchmarks at `scale` (real / tiny)."""
+    names = [get_family(name).bench_archs.get(scale) for name in list_families()]
+    return [name for name in names if name]
+
+
 GOALS_ARCH = "smolvlm2-2.2b"
 
 
@@ -107,413 +104,6 @@ class GpuBenchSettings(BaseModel):
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-class StepMarker:
-    """Logits processor that marks the time of every generation step (changes nothing)."""
-
-    def __init__(self, clock: Clock, trace: GenerationTrace) -> None:
-        self.clock = clock
-        self.trace = trace
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        self.trace.steps.append(self.clock.mark())
-        return scores
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else seconds * 1000.0
-
-
-def _ratio(measured: float | None, bound: float | None) -> float | None:
-    if measured is None or not bound:
-        return None
-    return measured / bound
-
-
-def _free_memory(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
-class GenerationRun:
-    """Medians over the timed calls of one setting, plus peak memory."""
-
-    def __init__(self, splits: list[GenerationSplit], peak_bytes: int | None):
-        def median(values: list[float | None]) -> float | None:
-            present = [value for value in values if value is not None]
-            return statistics.median(present) if present else None
-
-        self.seconds = median([split.total for split in splits])
-        self.preprocess = median([split.preprocess for split in splits])
-        self.image_encoding = median([split.image_encoding for split in splits])
-        self.encode_prefill = median([split.encode_prefill for split in splits])
-        self.decode_per_token = median([split.decode_per_token for split in splits])
-        self.steps = splits[-1].steps
-        self.peak_bytes = peak_bytes
-
-
-def timed_generation(
-    subject: Subject,
-    processor: Any,
-    examples: Sequence[Any],
-    *,
-    max_new_tokens: int,
-    forced: bool,
-    warmup: int,
-    repeats: int,
-    processor_factory: Callable[[], Any] | None = None,
-) -> GenerationRun:
-    """Time `Predictor.generate_batch` (the `roadscene predict` path) on `examples`, each call
-    split by time points into preprocessing, image encoding + prefill and decode steps.
-
-    `forced`: exactly `max_new_tokens` tokens (min = max, so no stop token ends it early).
-    `processor_factory`: extra logits processors, fresh for every call (e.g. the grammar).
-    """
-    from transformers import LogitsProcessorList
-
-    from roadscene.predict.runner import Predictor
-
-    predictor = Predictor(subject.family, subject.model, processor, source=subject.arch.name)
-    clock = Clock(subject.device)
-    traces: list[GenerationTrace] = []
-    kwargs: dict[str, Any] = {"min_new_tokens": max_new_tokens} if forced else {}
-
-    def make_processors() -> Any:
-        extra = list(processor_factory()) if processor_factory is not None else []
-        return LogitsProcessorList([*extra, StepMarker(clock, traces[-1])])
-
-    def vision_started(*_: Any) -> None:
-        if traces[-1].vision_start is None:
-            traces[-1].vision_start = clock.mark()
-
-    def vision_ended(*_: Any) -> None:
-        traces[-1].vision_end = clock.mark()
-
-    def run() -> None:
-        traces.append(GenerationTrace(start=clock.mark()))
-        predictor.generate_batch(
-            examples,
-            num_beams=1,
-            max_new_tokens=max_new_tokens,
-            logits_processor_factory=make_processors,
-            **kwargs,
-        )
-        traces[-1].end = clock.mark()
-
-    hooks = [
-        subject.vision_module.register_forward_pre_hook(vision_started),
-        subject.vision_module.register_forward_hook(vision_ended),
-    ]
-    try:
-        for _ in range(warmup):
-            run()
-        timed_from = len(traces)
-        with track_peak_memory(subject.device) as peak:
-            for _ in range(repeats):
-                run()
-    finally:
-        for hook in hooks:
-            hook.remove()
-    splits = [split_trace(clock, trace) for trace in traces[timed_from:]]
-    for split in splits:
-        if forced and split.steps != max_new_tokens:
-            raise RuntimeError(
-                f"generation ran {split.steps} steps, expected exactly {max_new_tokens}"
-            )
-    return GenerationRun(splits, peak.bytes)
-
-
-# ----------------------------------------------------------------------------- inference
-
-
-def _decode_bound_s(subject: Subject, limits: DeviceLimits, *, batch: int, context: float) -> float:
-    step = subject.decode_step(subject.model, batch=batch, context=int(round(context)))
-    return max(
-        step["bytes"] / limits.bandwidth_bytes_per_s, step["flops"] / limits.matmul_flops_per_s
-    )
-
-
-def measure_inference_variant(
-    subject: Subject, processor: Any, limits: DeviceLimits, settings: GpuBenchSettings, prompt: str
-) -> dict[str, Any]:
-    """Batch-1 latency split and batched throughput for one processor setting."""
-    family = subject.family
-    new_tokens = settings.new_tokens
-    [example] = subject.examples(1, prompt=prompt)
-    features = family.encode(processor, example)
-    shape = subject.sequence_shape(features)
-    full = timed_generation(
-        subject, processor, [example], max_new_tokens=new_tokens, forced=True,
-        warmup=settings.warmup, repeats=settings.repeats,
-    )  # fmt: skip
-    prefill_flops = subject.prefill_flops(subject.model, shape)
-    prefill_bound_s = sum(prefill_flops.values()) / limits.matmul_flops_per_s
-    # KV cache grows during decoding: its mean length over the generated tokens.
-    mean_context = shape.tokens + new_tokens / 2
-    decode_bound_s = _decode_bound_s(subject, limits, batch=1, context=mean_context)
-    total_bound_s = prefill_bound_s + new_tokens * decode_bound_s
-    batch1 = {
-        "preprocess_ms": _ms(full.preprocess),
-        "image_encoding_ms": _ms(full.image_encoding),
-        "encode_prefill_ms": _ms(full.encode_prefill),
-        "decode_ms_per_token": _ms(full.decode_per_token),
-        "total_ms": _ms(full.seconds),
-        "new_tokens": new_tokens,
-        "peak_memory_bytes": full.peak_bytes,
-        "prefill_flops": prefill_flops,
-        "bound": {
-            "encode_prefill_ms": _ms(prefill_bound_s),
-            "decode_ms_per_token": _ms(decode_bound_s),
-            "total_ms": _ms(total_bound_s),
-        },
-        "x_bound": {
-            "encode_prefill": _ratio(full.encode_prefill, prefill_bound_s),
-            "decode": _ratio(full.decode_per_token, decode_bound_s),
-            "total": _ratio(full.seconds, total_bound_s),
-        },
-    }
-    batched = []
-    for batch_size in settings.batch_sizes:
-        examples = subject.examples(batch_size, prompt=prompt)
-        run = timed_generation(
-            subject, processor, examples, max_new_tokens=new_tokens, forced=True,
-            warmup=settings.warmup, repeats=settings.batched_repeats,
-        )  # fmt: skip
-        bound_s = batch_size * prefill_bound_s + new_tokens * _decode_bound_s(
-            subject, limits, batch=batch_size, context=mean_context
-        )
-        batched.append(
-            {
-                "batch_size": batch_size,
-                "total_ms": _ms(run.seconds),
-                "images_per_s": batch_size / run.seconds,
-                "image_encoding_ms": _ms(run.image_encoding),
-                "decode_ms_per_step": _ms(run.decode_per_token),
-                "peak_memory_bytes": run.peak_bytes,
-                "bound_ms": _ms(bound_s),
-                "x_bound": _ratio(run.seconds, bound_s),
-            }
-        )
-        _free_memory(subject.device)
-    return {
-        "prompt_tokens": shape.tokens,
-        "image_tokens": subject.image_tokens(features),
-        "tiles": shape.tiles,
-        "batch1": batch1,
-        "batched": batched,
-    }
-
-
-def measure_structured(
-    subject: Subject, processor: Any, settings: GpuBenchSettings, prompt: str
-) -> dict[str, Any]:
-    """Grammar-constrained vs plain generation of the same number of tokens, as a time ratio."""
-    try:
-        from roadscene.predict.structured import structured_processor_factory
-    except ImportError as err:
-        return {"ratio": None, "reason": f"structured decoding unavailable: {err}"}
-
-    # Compiles the grammar once, outside the timed calls (as `roadscene predict` does).
-    factory = structured_processor_factory(subject.family, subject.model, processor)
-    results: dict[str, Any] = {"runs": []}
-    for batch_size in (1, settings.batch_sizes[0]):
-        examples = subject.examples(batch_size, prompt=prompt)
-        constrained = timed_generation(
-            subject, processor, examples, max_new_tokens=settings.new_tokens, forced=False,
-            warmup=settings.warmup, repeats=settings.repeats,
-            processor_factory=factory,
-        )  # fmt: skip
-        plain = timed_generation(
-            subject, processor, examples, max_new_tokens=constrained.steps, forced=True,
-            warmup=settings.warmup, repeats=settings.repeats,
-        )  # fmt: skip
-        results["runs"].append(
-            {
-                "batch_size": batch_size,
-                "tokens": constrained.steps,
-                "structured_ms": _ms(constrained.seconds),
-                "plain_ms": _ms(plain.seconds),
-                "ratio": constrained.seconds / plain.seconds,
-            }
-        )
-    results["ratio"] = max(run["ratio"] for run in results["runs"])
-    return results
-
-
-def measure_inference(
-    subject: Subject, limits: DeviceLimits, settings: GpuBenchSettings
-) -> dict[str, Any]:
-    from roadscene.targets import DEFAULT_PROMPT
-
-    out: dict[str, Any] = {}
-    if subject.arch.family == "smolvlm":
-        from roadscene.bench.subjects import smolvlm_processor
-
-        reduced_edge = int(subject.arch.bench["reduced_longest_edge"])
-        variants = {
-            "default": (subject.processor, int(subject.arch.processor["longest_edge"])),
-            "reduced": (
-                smolvlm_processor(subject.processor, subject.arch, reduced_edge),
-                reduced_edge,
-            ),
-        }
-        for name, (processor, longest_edge) in variants.items():
-            out[name] = {
-                "longest_edge": longest_edge,
-                **measure_inference_variant(subject, processor, limits, settings, DEFAULT_PROMPT),
-            }
-        default_ms = out["default"]["batch1"]["encode_prefill_ms"]
-        reduced_ms = out["reduced"]["batch1"]["encode_prefill_ms"]
-        out["prefill_difference"] = {
-            "default_ms": default_ms,
-            "reduced_ms": reduced_ms,
-            "saved_ms": default_ms - reduced_ms,
-            "speedup": default_ms / reduced_ms if reduced_ms else None,
-            "image_tokens": [out["default"]["image_tokens"], out["reduced"]["image_tokens"]],
-        }
-    else:
-        out["default"] = measure_inference_variant(
-            subject, subject.processor, limits, settings, DEFAULT_PROMPT
-        )
-    if settings.structured:
-        out["structured"] = measure_structured(subject, subject.processor, settings, DEFAULT_PROMPT)
-    else:
-        out["structured"] = {"ratio": None, "reason": "not requested (--no-structured)"}
-    return out
-
-
-# ----------------------------------------------------------------------------- training
-
-
-#: Training recipes measured, per family (repository `configs/`).
-TRAINING_RECIPES = {
-    "smolvlm": "configs/smolvlm2-2.2b-bvpi-lora.yaml",
-    "flamingo": "configs/openflamingo-3b-bvpi.yaml",
-}
-
-
-def training_recipe(family: str) -> tuple[Any, str]:
-    """The family's published recipe as a `TrainConfig` (from the repository's `configs/`),
-    or the config defaults when the file is not there (an installed package)."""
-    from roadscene.train.config import TrainConfig, load_config
-
-    path = REPO_ROOT / TRAINING_RECIPES[family]
-    if path.is_file():
-        return load_config(path), TRAINING_RECIPES[family]
-    from roadscene.train.config import ModelSection
-
-    return TrainConfig(model=ModelSection(family=family)), "TrainConfig defaults"
-
-
-def prepare_for_training(subject: Subject) -> tuple[Any, Any, str]:
-    """The family's own training setup (`family.prepare_for_training`, as `roadscene train`
-    does): LoRA adapters for SmolVLM2, the Flamingo trainable set with its row mask. Returns
-    (model, optimizer, description); the optimizer is the family's (`create_optimizer`, e.g.
-    Flamingo's per-group learning rates) or the Trainer's default AdamW."""
-    config, source = training_recipe(subject.arch.family)
-    family = subject.family
-    if hasattr(family, "prepare_for_training"):
-        model = family.prepare_for_training(subject.model, config)
-    else:  # families without the hook train with the shared LoRA / full setup
-        from roadscene.train.runner import prepare_model
-
-        model = prepare_model(subject.model, config, family)
-    create_optimizer = getattr(family, "create_optimizer", None)
-    optimizer = create_optimizer(model, config) if create_optimizer else None
-    if optimizer is None:
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(
-            params,
-            lr=config.train.learning_rate,
-            weight_decay=config.train.weight_decay,
-            fused=subject.device.type == "cuda",
-        )
-    finetune = config.finetune
-    what = (
-        f"LoRA r {finetune.lora_r} on {finetune.target_modules or 'the family default targets'}"
-        if subject.arch.family == "smolvlm"
-        else "perceiver + gated cross-attention + 2 token rows"
-    )
-    return model, optimizer, f"{what} ({source})"
-
-
-def measure_training(
-    subject: Subject, limits: DeviceLimits, settings: GpuBenchSettings
-) -> dict[str, Any]:
-    from roadscene.targets import DEFAULT_PROMPT
-
-    model, optimizer, recipe = prepare_for_training(subject)
-    model.train()
-    family = subject.family
-    examples = subject.examples(
-        settings.train_batch_size, prompt=DEFAULT_PROMPT, answer=TRAINING_ANSWER
-    )
-    features = [family.encode(subject.processor, example) for example in examples]
-    batch = family.collate(subject.processor, features, padding_side="right")
-    batch = {key: value.to(subject.device) for key, value in batch.items()}
-    for key in ("pixel_values", "vision_x"):
-        if key in batch:
-            batch[key] = batch[key].to(subject.dtype)
-    tokens = int(batch["attention_mask"].sum())
-    supervised = int((batch["labels"] != -100).sum())
-    bound_s = (
-        sum(subject.train_flops(model, subject.sequence_shape(f)) for f in features)
-        / limits.matmul_flops_per_s
-    )
-    params = [p for p in model.parameters() if p.requires_grad]
-    counts = costs.count_parameters(model)
-    use_autocast = subject.device.type == "cuda"
-    runs = []
-    for checkpointing in (False, True):
-        entry: dict[str, Any] = {"gradient_checkpointing": checkpointing}
-        try:
-            if checkpointing:
-                model.gradient_checkpointing_enable(
-                    gradient_checkpointing_kwargs={"use_reentrant": False}
-                )
-            elif getattr(model, "is_gradient_checkpointing", False):
-                model.gradient_checkpointing_disable()
-        except ValueError as err:  # the model class does not support it
-            entry.update(samples_per_s=None, reason=str(err).splitlines()[0])
-            runs.append(entry)
-            continue
-
-        def step() -> None:
-            with torch.autocast(subject.device.type, dtype=torch.bfloat16, enabled=use_autocast):
-                loss = model(**batch).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-        for _ in range(max(settings.warmup, 1)):  # first step allocates optimizer state
-            step()
-        with track_peak_memory(subject.device) as peak:
-            timing = time_call(step, device=subject.device, warmup=0, repeat=settings.train_steps)
-        step_s = timing.median
-        entry.update(
-            step_ms=_ms(step_s),
-            samples_per_s=settings.train_batch_size / step_s,
-            tokens_per_s=tokens / step_s,
-            supervised_tokens_per_s=supervised / step_s,
-            peak_memory_bytes=peak.bytes,
-            bound_ms=_ms(bound_s),
-            x_bound=_ratio(step_s, bound_s),
-        )
-        runs.append(entry)
-        _free_memory(subject.device)
-    return {
-        "recipe": recipe,
-        "batch_size": settings.train_batch_size,
-        "tokens_per_batch": tokens,
-        "supervised_tokens_per_batch": supervised,
-        "weights_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-        "autocast_bf16": use_autocast,
-        "parameters": counts,
-        "runs": runs,
-    }
 
 
 # ----------------------------------------------------------------------------- goals
@@ -580,22 +170,13 @@ def parameter_summary(arch_name: str) -> dict[str, Any]:
     model = meta_model(arch)
     parts = {name: sum(p.numel() for p in child.parameters()) for name, child in _parts(model)}
     summary: dict[str, Any] = {"total": costs.count_parameters(model)["total"], "parts": parts}
-    if arch.family == "flamingo":
-        from roadscene.models import get_family
-
-        config, _ = training_recipe("flamingo")
-        model = get_family("flamingo").prepare_for_training(model, config)
-        trainable = costs.count_parameters(model)["trainable"]
-        embedding = model.get_input_embeddings().weight
-        summary["trainable_recipe"] = trainable
-        # Only the two new token rows of the embedding get non-zero gradients (row mask).
-        summary["trainable_effective"] = trainable - embedding.numel() + 2 * embedding.shape[1]
+    summary.update(get_family(arch.family).recipe_trainable(model) or {})
     return summary
 
 
 def _parts(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     inner = getattr(model, "model", None)
-    if inner is not None:  # SmolVLM: model.{vision_model, connector, text_model} + lm_head
+    if inner is not None:  # transformers VLMs: model.{vision, connector, text} + lm_head
         return [*inner.named_children(), ("lm_head", model.lm_head)]
     return list(model.named_children())
 
@@ -616,7 +197,7 @@ def run_gpu_bench(
         threads = settings.cpu_threads or (1 if settings.scale == "tiny" else None)
         if threads is not None:
             torch.set_num_threads(threads)
-    archs = settings.archs or SCALE_ARCHS[settings.scale]
+    archs = settings.archs or scale_archs(settings.scale)
     bandwidth_mib = settings.bandwidth_mib or (2048 if device.type == "cuda" else 64)
     matmul_size = settings.matmul_size or (8192 if device.type == "cuda" else 512)
 
@@ -659,7 +240,7 @@ def run_gpu_bench(
         entry["inference"] = measure_inference(subject, limits, settings)
         _free_memory(device)
         if settings.training:
-            if arch.family == "flamingo" and device.type == "cuda":
+            if get_family(arch.family).recipe_trains_in_fp32 and device.type == "cuda":
                 # The recipe keeps fp32 master weights under bf16 autocast.
                 del subject
                 _free_memory(device)

@@ -21,7 +21,7 @@ def demo(
     ] = 8.5,
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same numbers.")] = 0,
     family: Annotated[
-        str, typer.Option(help="Model family: smolvlm (default) or flamingo.")
+        str, typer.Option(help="Model family (smolvlm, flamingo, ...); its demo sizes are used.")
     ] = "smolvlm",
     steps: Annotated[
         int | None, typer.Option(min=1, help="Optimiser steps instead of 910 x minutes / 8.5.")
@@ -49,7 +49,7 @@ def demo(
     ] = False,
 ) -> None:
     """Show the whole system working, offline on a CPU: synthetic data -> a small
-    SmolVLM-architecture model trained from scratch -> predictions -> evaluation and report."""
+    model trained from scratch -> predictions -> evaluation and report."""
     from pydantic import ValidationError
     from rich.console import Console
     from rich.table import Table

@@ -36,27 +36,27 @@ def describe(
     """Describe street images for a blind pedestrian: cue, fields, nearby objects, caption."""
     from roadscene.errors import InputError
     from roadscene.io import dumps_line
+    from roadscene.predict import ModelCard
     from roadscene.predict.describe import describe_images
     from roadscene.predict.speech import check_voice, espeak_path, synthesize_wav
     from roadscene.predict.speech import speak as say
 
+    # Options first: a wrong option is reported whatever is installed.
     if voice is not None and not (speak or wav):
         raise InputError("--voice needs --speak or --wav", field="voice")
+    if wav is not None and wav.suffix.lower() != ".wav":
+        raise InputError("the --wav file must end in .wav", path=wav)
     if (speak or wav) and espeak_path() is None:
         from roadscene.predict.speech import ESPEAK, INSTALL_HINT
 
         raise InputError(f"--speak/--wav need {ESPEAK}, which is not installed; {INSTALL_HINT}")
-    if wav is not None and wav.suffix.lower() != ".wav":
-        raise InputError("the --wav file must end in .wav", path=wav)
     if voice is not None:
         check_voice(voice)
 
     cues: list[str] = []
     for description in describe_images(
         images,
-        model,
-        adapter=adapter,
-        family=family,
+        ModelCard.read(model, adapter, family),
         num_beams=num_beams,
         max_new_tokens=max_new_tokens,
         relation_from_fields=relation_from_fields,

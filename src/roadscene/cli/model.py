@@ -20,33 +20,42 @@ def tiny(
         "strings) or a text file, one text per line. A built-in corpus is always included.",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed for weights and tokenizer."),
-    image_size: int = typer.Option(96, help="Image side in pixels (one tile, no splitting)."),
-    patch_size: int = typer.Option(12, help="Vision patch size in pixels."),
-    vision_hidden_size: int = typer.Option(64, help="Vision encoder width."),
-    vision_layers: int = typer.Option(2, help="Vision encoder layers."),
-    text_hidden_size: int = typer.Option(64, help="Language model width."),
-    text_layers: int = typer.Option(2, help="Language model layers."),
-    vocab_size: int = typer.Option(1000, help="Upper bound on the BPE vocabulary."),
+    image_size: int | None = typer.Option(None, help="Image side in pixels."),
+    patch_size: int | None = typer.Option(None, help="Vision patch size in pixels."),
+    vision_hidden_size: int | None = typer.Option(None, help="Vision encoder width."),
+    vision_layers: int | None = typer.Option(None, help="Vision encoder layers."),
+    text_hidden_size: int | None = typer.Option(None, help="Language model width."),
+    text_layers: int | None = typer.Option(None, help="Language model layers."),
+    vocab_size: int | None = typer.Option(None, help="Upper bound on the BPE vocabulary."),
+    size: list[str] | None = typer.Option(
+        None,
+        "--size",
+        help="Any other size of the family as name=value (repeatable), e.g. num_latents=16.",
+    ),
 ) -> None:
-    """Build a tiny random-init checkpoint that loads like the real model (`--model OUT`)."""
+    """Build a tiny random-init checkpoint that loads like the real model (`--model OUT`).
+    Sizes not given keep the family's defaults; a size the family does not have is an error."""
+    from roadscene.errors import InputError
     from roadscene.models import get_family
+    from roadscene.models.tokenizer import read_corpus
 
     family_obj = get_family(family)
-    texts = None
-    if corpus is not None:
-        from roadscene.models.smolvlm import read_corpus
-
-        texts = read_corpus(corpus)
-    sizes = {}
-    if family == "smolvlm":
-        sizes = dict(
-            image_size=image_size,
-            patch_size=patch_size,
-            vision_hidden_size=vision_hidden_size,
-            vision_layers=vision_layers,
-            text_hidden_size=text_hidden_size,
-            text_layers=text_layers,
-            vocab_size=vocab_size,
-        )
-    path = family_obj.build_tiny(out, corpus=texts, seed=seed, **sizes)
+    named = {
+        "image_size": image_size,
+        "patch_size": patch_size,
+        "vision_hidden_size": vision_hidden_size,
+        "vision_layers": vision_layers,
+        "text_hidden_size": text_hidden_size,
+        "text_layers": text_layers,
+        "vocab_size": vocab_size,
+    }
+    sizes: dict[str, object] = {name: value for name, value in named.items() if value is not None}
+    for item in size or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise InputError(f"--size '{item}' is not name=value", field="size")
+        sizes[name.strip()] = value.strip()
+    family_obj.sizes(sizes)  # a wrong name or value fails before any work
+    texts = read_corpus(corpus) if corpus is not None else None
+    path = family_obj.build_tiny(out, corpus=texts, seed=seed, sizes=sizes)
     typer.echo(f"wrote tiny {family} checkpoint to {path}")

@@ -21,15 +21,14 @@ def predict(
         None, "--family", help="Model family (default: from the saved config / model type)."
     ),
     task: str = typer.Option("auto", "--task", help="auto, caption, bvpi or annotated."),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Items per generate call."),
-    num_beams: int = typer.Option(1, "--num-beams", min=1, help="1 = greedy, K = beam search."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Items per generate call."),
+    num_beams: int = typer.Option(1, "--num-beams", help="1 = greedy, K = beam search."),
     max_new_tokens: int = typer.Option(
         192,
         "--max-new-tokens",
-        min=1,
         help="Answer length cap (published answers run to ~730 characters).",
     ),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N rows."),
+    limit: int | None = typer.Option(None, "--limit", help="Only the first N rows."),
     on_bad_image: str = typer.Option(
         "error", "--on-bad-image", help="error: stop naming the image; skip: skip and count."
     ),
@@ -49,7 +48,7 @@ def predict(
         help="text, or json: also write the parsed answer as an annotation-schema object.",
     ),
     shots: int = typer.Option(
-        0, "--shots", min=0, help="In-context demonstrations per item (flamingo; 0 = zero-shot)."
+        0, "--shots", help="In-context demonstrations per item (flamingo; 0 = zero-shot)."
     ),
     shots_from: Path | None = typer.Option(
         None, "--shots-from", help="Data file the demonstrations come from (the training split)."
@@ -60,57 +59,41 @@ def predict(
         help="random, or similar: nearest training images by CLIP embedding (RICES).",
     ),
     shot_seed: int = typer.Option(0, "--shot-seed", help="Seed of the random shot selection."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: auto)."),
 ) -> None:
     """Generate answers (answer text only) for every row; one JSON line per item."""
-    from roadscene.errors import InputError
-    from roadscene.predict.runner import predict_file, resolve_task
+    from roadscene.predict import ModelCard, PredictSettings, predict_file
 
-    if task not in {"auto", "caption", "bvpi", "annotated"}:
-        raise InputError(f"unknown --task '{task}'; allowed: auto, caption, bvpi, annotated")
-    task = resolve_task(task, data, model, adapter)
-    if on_bad_image not in {"error", "skip"}:
-        raise InputError(f"unknown --on-bad-image '{on_bad_image}'; allowed: error, skip")
-    from roadscene.predict.structured import structured_predict_options
-
-    options = structured_predict_options(
-        data,
+    settings = PredictSettings.from_options(
         task=task,
-        structured=structured,
-        relation_from_fields=relation_from_fields,
-        output_format=output_format,
-        max_new_tokens=max_new_tokens,
-    )
-    from roadscene.models.flamingo.fewshot import fewshot_predict_options
-
-    options |= fewshot_predict_options(
-        shots,
-        shots_from,
-        selection=shot_selection,
-        seed=shot_seed,
-        task=task,
-        data=data,
         image_root=image_root,
-    )
-    summary = predict_file(
-        model,
-        data,
-        out,
-        image_root=image_root,
-        adapter=adapter,
-        family=family,
-        task=task,  # type: ignore[arg-type]
         batch_size=batch_size,
         num_beams=num_beams,
         max_new_tokens=max_new_tokens,
         limit=limit,
-        on_bad_image=on_bad_image,  # type: ignore[arg-type]
-        **options,
+        on_bad_image=on_bad_image,
+        structured=structured,
+        relation_from_fields=relation_from_fields,
+        output_format=output_format,
+        shots=shots,
+        shots_from=shots_from,
+        shot_selection=shot_selection,
+        shot_seed=shot_seed,
     )
+    card = ModelCard.read(model, adapter, family)
+    summary = predict_file(data, out, card, settings, device=device)
     typer.echo(
         f"wrote {summary.written} predictions to {out} ({summary.already_done} already there"
         + (f", {summary.items_per_second:.2f} items/s" if summary.written else "")
         + ")"
     )
+    if summary.unseen_prompts:
+        typer.echo(
+            f"warning: {summary.unseen_prompts} rows ask a prompt the model was not trained on "
+            f"(it was trained on {card.prompts[0]!r}); its answers may not follow the trained "
+            "format",
+            err=True,
+        )
     if summary.skipped_bad_images:
         typer.echo(f"skipped {len(summary.skipped_bad_images)} rows with bad images:")
         for line, image, reason in summary.skipped_bad_images:

@@ -1,0 +1,3 @@
+"""Data: building the SENSATION exports (`build`), data rows as records (`records`), their images
+(`images`), the examples model families consume (`examples`) and synthetic scenes (`synth`).
+Layer 3: imports `schema` and `targets` below it, never a model family."""

@@ -344,7 +344,7 @@ def load_clip(model_name_or_path: str) -> tuple[Any, Any]:
 
 def existing_image(image: str, image_root: str | Path) -> Path:
     """The image file for a record; a missing file is an InputError naming the path."""
-    from roadscene.train.data import resolve_image
+    from roadscene.data.images import resolve_image
 
     path = resolve_image(image, image_root)
     if not path.is_file():
@@ -366,7 +366,7 @@ def clip_scores(
     from torchvision.transforms.functional import pil_to_tensor
     from tqdm import tqdm
 
-    from roadscene.train.data import open_image
+    from roadscene.data.images import open_image
 
     paths = [existing_image(pair.image, image_root) for pair in pairs]  # fail before loading
     model, processor = load_clip(model_name_or_path)

@@ -1,45 +1,44 @@
-"""The interface every model family implements, and the padding helpers they share.
+"""The interface every model family implements, and the plumbing they share.
 
-A family (SmolVLM2, OpenFlamingo, ...) knows how to load its model and processor, build a tiny
-random-init checkpoint for tests, turn one example into tensors (answer-only labels), pad a batch
-of those tensors, and generate answer text. `roadscene.train` and `roadscene.predict` only talk to
-this interface, so adding a family is one module, one registry line and one recipe.
+A family (SmolVLM2, Qwen3-VL, OpenFlamingo, ...) declares what it is -- its name, the model types
+it loads, its tiny and demo sizes, the image tensors of its batches, its training hooks and what
+the real-size benchmark needs -- and writes two things of its own: `encode` (one example ->
+unpadded tensors with answer-only labels) and `collate_images` (the image part of a batch).
+Loading through transformers' Auto classes, text padding, generation and clear errors for
+models that cannot be loaded are written once, here. `roadscene.train` and `roadscene.predict`
+talk only to this interface, so adding a family is one module, one registry line and one recipe.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from roadscene.errors import InputError
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
+
+    from roadscene.data.examples import VisionTextExample
+    from roadscene.models.arch import ArchSpec
+    from roadscene.models.costs import BenchModel, SequenceShape
+    from roadscene.models.finetune import FinetuneSection
 
 #: Label value ignored by the cross-entropy loss (prompt, image tokens and padding).
 IGNORE_INDEX = -100
 
 Quantization = Literal["none", "4bit"]
 
-
-@dataclass
-class VisionTextExample:
-    """One item: its image(s), the user prompt and (for training / scoring) the answer.
-
-    `image_ref` is the image path as written in the data file (echoed into predictions);
-    `meta` carries extra fields from the data file (line number, target fields...);
-    `demonstrations` are solved examples shown before this one (few-shot, for families with
-    `supports_demonstrations`).
-    """
-
-    images: list[Image.Image]
-    prompt: str
-    answer: str | None = None
-    image_ref: str = ""
-    meta: dict[str, Any] = field(default_factory=dict)
-    demonstrations: list[VisionTextExample] = field(default_factory=list)
+#: images -> (N, D) embeddings, for choosing similar few-shot demonstrations.
+ImageEmbedder = Callable[[Sequence["Image.Image"]], "torch.Tensor"]
 
 
 @dataclass
@@ -53,6 +52,12 @@ class LoadedModel:
     adapter: str | None = None
 
 
+class Sizes(BaseModel):
+    """Base of a family's tiny-model sizes: unknown names are errors, never ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 class ModelFamily(abc.ABC):
     """A vision-language model family.
 
@@ -63,16 +68,39 @@ class ModelFamily(abc.ABC):
     batch; training pads on the right, generation on the left.
     """
 
+    # ------------------------------------------------------------------ what the family is
     #: Registry name (`roadscene.models.get_family(name)`).
-    name: str = ""
+    name: ClassVar[str] = ""
     #: Hub id used when a config names no model.
-    default_model_id: str = ""
-    #: PEFT `target_modules` used when the config names none: a regex (full match) or a list.
-    lora_target_modules: str | list[str] = ""
+    default_model_id: ClassVar[str] = ""
+    #: `model_type` values of config.json this family loads (how a folder finds its family).
+    model_types: ClassVar[tuple[str, ...]] = ()
+    #: Size options of `build_tiny` (`roadscene model tiny`), validated: a wrong name is an error.
+    tiny_sizes: ClassVar[type[Sizes]] = Sizes
+    #: Sizes of the from-scratch model `roadscene demo --family NAME` trains.
+    demo_sizes: ClassVar[dict[str, Any]] = {}
+    #: The `finetune` section of the demo's from-scratch training (None: the family's recipe
+    #: decides what trains and takes no finetune section).
+    demo_finetune: ClassVar[dict[str, Any] | None] = {"method": "full"}
+    #: Floating-point image tensors of a batch (cast to the model's dtype before a forward).
+    image_keys: ClassVar[tuple[str, ...]] = ()
     #: Whether `encode` puts `VisionTextExample.demonstrations` (few-shot) before the query.
-    supports_demonstrations: bool = False
+    supports_demonstrations: ClassVar[bool] = False
+    #: Pydantic model validating the recipe's `family_options` section (None: takes none).
+    options_model: ClassVar[type[BaseModel] | None] = None
+    #: Dotted name of the vision encoder inside the model, frozen by `finetune.freeze_vision`
+    #: in full fine-tuning; None when the family has none to freeze.
+    vision_module_name: ClassVar[str | None] = None
+    #: PEFT `target_modules` used when the config names none: a regex (full match) or a list.
+    lora_target_modules: ClassVar[str | list[str]] = ""
+    #: The family's published recipe in `configs/` (used by the real-size benchmark).
+    recipe: ClassVar[str] = ""
+    #: Stored architectures (`roadscene.models.arch`) of the benchmark, by scale (real / tiny).
+    bench_archs: ClassVar[dict[str, str]] = {}
+    #: Whether the recipe keeps fp32 master weights (bf16 autocast on GPU) even for LoRA.
+    recipe_trains_in_fp32: ClassVar[bool] = False
 
-    @abc.abstractmethod
+    # ------------------------------------------------------------------ loading
     def load(
         self,
         model_name_or_path: str | Path,
@@ -82,22 +110,113 @@ class ModelFamily(abc.ABC):
         device: str | None = None,
         dtype: torch.dtype | None = None,
     ) -> LoadedModel:
-        """Load model + processor from a hub id or a local folder (bf16 on CUDA, fp32 on CPU by
-        default). An unavailable id/path raises `InputError` naming it and how to provide it."""
+        """Load model + processor from a hub id or a local folder with transformers' Auto
+        classes (bf16 on CUDA, fp32 on CPU by default), then the PEFT adapter if given.
+        Anything that cannot be loaded is an `InputError` naming it."""
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        source = str(model_name_or_path)
+        device = resolve_device(device)
+        self.check_model_folder(source)
+        kwargs: dict[str, Any] = {"dtype": dtype or default_dtype(device)}
+        if quantization == "4bit":
+            from roadscene.models.finetune import bnb_4bit_config
+
+            kwargs["quantization_config"] = bnb_4bit_config()
+            kwargs["device_map"] = {"": device}
+        elif quantization != "none":
+            raise InputError(
+                f"unknown quantization '{quantization}'; allowed: none, 4bit", field="quantization"
+            )
+        # Training runs save the processor (with its chat template) beside the adapter.
+        processor_source = source
+        if adapter is not None and (Path(adapter) / "processor_config.json").is_file():
+            processor_source = str(adapter)
+        with loading_errors(source):
+            processor = AutoProcessor.from_pretrained(processor_source)
+            model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
+        if quantization == "none":
+            model.to(device)
+        if adapter is not None:
+            model = attach_adapter(model, adapter)
+        model.eval()
+        return LoadedModel(
+            model=model,
+            processor=processor,
+            source=source,
+            adapter=str(adapter) if adapter is not None else None,
+        )
+
+    def check_model_folder(self, source: str | Path) -> None:
+        """For a local folder: config.json must exist, name one of `model_types` and come with
+        safetensors weights; otherwise an InputError says what the folder is."""
+        folder = Path(source)
+        if not folder.exists():
+            return  # a hub id: checked when loading
+        if not folder.is_dir():
+            raise InputError("not a model folder (a file)", path=folder)
+        model_type = read_model_type(folder)
+        if model_type not in self.model_types:
+            raise InputError(
+                f"this folder holds a '{model_type}' model, not a {self.name} model "
+                f"(model types: {', '.join(self.model_types)}); pass --family for its family "
+                "or another --model",
+                path=folder,
+            )
+        if any(folder.glob("*.bin")) and not any(folder.glob("*.safetensors")):
+            raise InputError(
+                "only pickle weights (*.bin) here; roadscene loads safetensors only, since "
+                "unpickling a file can run code: convert the weights to safetensors",
+                path=folder,
+            )
 
     @abc.abstractmethod
     def build_tiny(
-        self, out_dir: str | Path, *, corpus: Sequence[str] | None = None, seed: int = 0, **sizes
+        self,
+        out_dir: str | Path,
+        *,
+        corpus: Sequence[str] | None = None,
+        seed: int = 0,
+        sizes: Mapping[str, Any] | None = None,
     ) -> Path:
         """Write a tiny random-init checkpoint (config, weights, locally trained tokenizer,
-        processor) to `out_dir` that `load` reads through the same code path as the real model."""
+        processor) to `out_dir` that `load` reads through the same code path as the real model.
+        `sizes` override the family's `tiny_sizes` defaults (validated)."""
 
+    def sizes(self, sizes: Mapping[str, Any] | None = None) -> Any:
+        """`sizes` validated by `tiny_sizes`; an unknown name or a bad value is an InputError."""
+        try:
+            return self.tiny_sizes.model_validate(dict(sizes or {}))
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            if first["type"] == "extra_forbidden":
+                allowed = ", ".join(self.tiny_sizes.model_fields)
+                message = f"the {self.name} family has no size '{where}'; sizes: {allowed}"
+            else:
+                message = f"size '{where}': {first['msg']}"
+            raise InputError(message, field="sizes") from None
+
+    # ------------------------------------------------------------------ tensors
     @abc.abstractmethod
     def encode(self, processor: Any, example: VisionTextExample) -> dict[str, torch.Tensor]:
         """Tensors for one example (see class docstring). With `example.answer` None: the
         generation prompt only, no labels."""
 
     @abc.abstractmethod
+    def collate_images(
+        self, processor: Any, features: Sequence[dict[str, torch.Tensor]]
+    ) -> dict[str, torch.Tensor]:
+        """The image tensors of a batch from the examples' encoded features."""
+
+    def pad_token_id(self, processor: Any) -> int:
+        return getattr(processor, "tokenizer", processor).pad_token_id
+
+    def stop_token_ids(self, processor: Any) -> list[int]:
+        """Token ids that end an answer (generation stops at the first of them)."""
+        tokenizer = getattr(processor, "tokenizer", processor)
+        return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+
     def collate(
         self,
         processor: Any,
@@ -106,41 +225,78 @@ class ModelFamily(abc.ABC):
         padding_side: Literal["left", "right"] = "right",
         pad_to_length: int | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Pad encoded features into one batch (dynamic padding unless `pad_to_length`)."""
+        """Pad encoded features into one batch (dynamic padding unless `pad_to_length`):
+        `input_ids` with the pad id, `attention_mask` with 0, `labels` (when every example has
+        them) with IGNORE_INDEX, so padding never carries loss; images by `collate_images`."""
 
-    @abc.abstractmethod
+        def pad(key: str, value: int) -> torch.Tensor:
+            return pad_sequences(
+                [f[key] for f in features], value, padding_side=padding_side, length=pad_to_length
+            )
+
+        batch = {
+            "input_ids": pad("input_ids", self.pad_token_id(processor)),
+            "attention_mask": pad("attention_mask", 0),
+        }
+        if all("labels" in f for f in features):
+            batch["labels"] = pad("labels", IGNORE_INDEX)
+        batch.update(self.collate_images(processor, features))
+        return batch
+
     def generate(
         self, model: Any, processor: Any, examples: Sequence[VisionTextExample], **generation_kwargs
     ) -> list[str]:
         """Answer text only (no prompt echo, no chat or special tokens), one string per example.
 
-        `generation_kwargs` go to `model.generate`: at least `max_new_tokens`, `num_beams` and
-        `logits_processor` (a `LogitsProcessorList`) are honoured; greedy by default.
+        The batch is left-padded; `generation_kwargs` go to `model.generate`: at least
+        `max_new_tokens`, `num_beams` and `logits_processor` (a `LogitsProcessorList`) are
+        honoured; greedy by default.
         """
+        import torch
 
-    #: Pydantic model validating the recipe's `family_options` section (None: takes none).
-    options_model: Any = None
+        features = [self.encode(processor, replace(example, answer=None)) for example in examples]
+        batch = self.collate(processor, features, padding_side="left")
+        device = next(model.parameters()).device
+        dtype = floating_dtype(model)
+        batch = {key: value.to(device) for key, value in batch.items()}
+        for key in self.image_keys:
+            if key in batch:
+                batch[key] = batch[key].to(dtype)
+        kwargs: dict[str, Any] = {"max_new_tokens": 128, "do_sample": False, "num_beams": 1}
+        kwargs.update(generation_kwargs)
+        kwargs.setdefault("eos_token_id", self.stop_token_ids(processor))
+        kwargs.setdefault("pad_token_id", self.pad_token_id(processor))
+        with torch.inference_mode():
+            output = model.generate(**batch, **kwargs)
+        new_tokens = output[:, batch["input_ids"].shape[1] :]  # (B, generated)
+        tokenizer = getattr(processor, "tokenizer", processor)
+        texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return [text.strip() for text in texts]
 
-    #: Dotted name of the vision encoder inside the model (e.g. `model.vision_model`), frozen by
-    #: `finetune.freeze_vision` in full fine-tuning; None when the family has none to freeze.
-    vision_module_name: str | None = None
+    # ------------------------------------------------------------------ training
+    def prepare_for_training(
+        self,
+        model: Any,
+        finetune: FinetuneSection,
+        options: Mapping[str, Any] | None = None,
+        *,
+        gradient_checkpointing: bool = False,
+    ) -> Any:
+        """Make the loaded model trainable as `finetune` says: PEFT LoRA / QLoRA adapters
+        (targets from `lora_targets`) or full fine-tuning. Families with their own rules (e.g.
+        only some blocks train) override this; `options` is the validated `family_options`."""
+        from roadscene.models.finetune import prepare_model
 
-    def prepare_for_training(self, model: Any, config: Any) -> Any:
-        """Make the loaded model trainable as `config.finetune` (a `TrainConfig`) says.
+        return prepare_model(model, finetune, self, gradient_checkpointing=gradient_checkpointing)
 
-        Default: PEFT LoRA / QLoRA adapters (targets from `lora_targets`) or full fine-tuning.
-        Families with their own rules (e.g. only some blocks train) override this.
-        """
-        from roadscene.train.runner import prepare_model
-
-        return prepare_model(model, config, self)
-
-    def create_optimizer(self, model: Any, config: Any) -> Any | None:
+    def create_optimizer(
+        self, model: Any, *, learning_rate: float, options: Mapping[str, Any] | None = None
+    ) -> Any | None:
         """An optimizer for the Trainer (e.g. per-group learning rates), or None for the
-        Trainer's default AdamW built from `config.train`."""
+        Trainer's default AdamW built from the training settings."""
         return None
 
-    def make_trainer(self, config: Any, **trainer_kwargs: Any) -> Any:
+    def make_trainer(self, options: Mapping[str, Any] | None = None, **trainer_kwargs: Any) -> Any:
         """The HF Trainer that runs this family's training, built from `trainer_kwargs`
         (default: `transformers.Trainer`). Families with their own loss terms or batch handling
         return an instance of a Trainer subclass."""
@@ -154,10 +310,135 @@ class ModelFamily(abc.ABC):
         the vision encoder."""
         return self.lora_target_modules if names is None else names
 
-    def stop_token_ids(self, processor: Any) -> list[int]:
-        """Token ids that end an answer (generation stops at the first of them)."""
-        tokenizer = getattr(processor, "tokenizer", processor)
-        return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    # ------------------------------------------------------------------ few-shot prompts
+    def image_embedder(self, model: Any, processor: Any) -> ImageEmbedder | None:
+        """Image -> embedding function for choosing similar demonstrations (None: the family
+        has no image embedding to offer)."""
+        return None
+
+    # ------------------------------------------------------------------ real-size benchmark
+    def model_from_arch(
+        self,
+        arch: ArchSpec,
+        *,
+        tokenizer: Any = None,
+        device: torch.device | str = "meta",
+        dtype: torch.dtype | None = None,
+    ) -> Any:
+        """A random-init model of a stored architecture, created on `device` ("meta": no
+        memory), of the class `load` instantiates; special-token ids from `tokenizer`."""
+        raise InputError(f"the {self.name} family has no stored architectures", field="arch")
+
+    def bench_model(
+        self, arch: ArchSpec, *, device: torch.device, dtype: torch.dtype, workdir: Path
+    ) -> BenchModel:
+        """The architecture with random weights and the family's own offline processor, plus
+        its cost formulas (`roadscene.models.costs`), for the real-size benchmark."""
+        raise InputError(f"the {self.name} family has no real-size benchmark", field="arch")
+
+    def offline_processor(self, workdir: Path) -> Any:
+        """The family's own offline processor (locally trained tokenizer, chat template), built
+        with `build_tiny` and read back through `load`, as a user's saved model would be. Trained
+        on the benchmark's texts, the BPE merges reach about one token per word, like the real
+        tokenizers, so prompt lengths stay close to the real ones."""
+        import torch
+
+        from roadscene.models.costs import BENCH_TEXTS
+
+        folder = self.build_tiny(workdir / f"{self.name}-tokenizer", seed=0, corpus=BENCH_TEXTS)
+        return self.load(folder, device="cpu", dtype=torch.float32).processor
+
+    def recipe_trainable(self, model: Any) -> dict[str, int] | None:
+        """Parameter counts the family's own recipe trains on `model` (built on the meta
+        device), for families whose recipe decides the trainable set; None otherwise."""
+        return None
+
+    def sequence_shape(self, features: dict[str, torch.Tensor]) -> SequenceShape:
+        """Token / image / tile counts of one encoded example (for cost formulas)."""
+        from roadscene.models.costs import SequenceShape
+
+        return SequenceShape(tokens=int(features["input_ids"].shape[0]))
+
+
+# ---------------------------------------------------------------------- shared helpers
+
+
+def read_model_type(folder: Path) -> str:
+    """`model_type` of a local model folder's config.json (an InputError when unreadable)."""
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise InputError(
+            "not a saved model folder (no config.json); pass the folder that `roadscene train` "
+            "or `roadscene model tiny` wrote, or a hub id",
+            path=folder,
+        )
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as err:
+        raise InputError(
+            f"config.json is not valid JSON ({type(err).__name__})", path=folder
+        ) from None
+    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+        raise InputError("config.json names no model_type", path=folder)
+    return config["model_type"]
+
+
+@contextmanager
+def loading_errors(source: str | Path) -> Iterator[None]:
+    """Turn whatever goes wrong while loading weights, config or tokenizer into one InputError
+    naming the model: a hub id that is not available offline, or a local folder whose files are
+    missing, truncated, of the wrong shape or not what its config says."""
+    try:
+        yield
+    except InputError:
+        raise
+    except Exception as err:  # safetensors, json, tokenizers, shape and hub errors alike
+        reason = (str(err).strip().splitlines() or [""])[0][:300]
+        reason = reason.replace("weights_only=False", "weights_only")  # never advise unpickling
+        if Path(source).is_dir():
+            raise InputError(
+                f"cannot load this model folder: {type(err).__name__}: {reason}", path=source
+            ) from None
+        raise InputError(
+            "cannot load model: not a local model folder and not available from the Hugging Face "
+            f"hub (offline or not downloaded); run `huggingface-cli download {source}` with "
+            f"network access or pass --model DIR of a saved model ({type(err).__name__})",
+            path=source,
+        ) from None
+
+
+def attach_adapter(model: Any, adapter: str | Path) -> Any:
+    """The model with the PEFT adapter in `adapter` attached."""
+    from peft import PeftModel
+
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        raise InputError("not a PEFT adapter folder (no adapter_config.json)", path=adapter)
+    with loading_errors(adapter):
+        return PeftModel.from_pretrained(model, str(adapter))
+
+
+def resolve_device(device: str | None) -> str:
+    """`device` checked (cuda only where a GPU is visible); None: cuda if available, else cpu."""
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise InputError(
+            f"unknown device '{device}'; use cpu, cuda or cuda:N", field="device"
+        ) from None
+    if parsed.type not in {"cpu", "cuda"}:
+        raise InputError(f"unsupported device '{device}'; use cpu, cuda or cuda:N", field="device")
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0 or (parsed.index is not None and parsed.index >= count):
+            raise InputError(
+                f"device '{device}' is not available ({count} CUDA device(s) visible)",
+                field="device",
+            )
+    return device
 
 
 def default_dtype(device: str) -> torch.dtype:
@@ -175,26 +456,14 @@ def cuda_half_dtype() -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-class TrainingCollator:
-    """Collator for the HF Trainer: `family.encode(...)` features in, a padded batch out.
+def floating_dtype(model: Any) -> torch.dtype:
+    """The dtype of the model's first floating-point parameter (what image tensors become)."""
+    import torch
 
-    Input: a list of dicts of unpadded tensors (`input_ids`, `attention_mask`, `labels`, image
-    tensors). Output: `input_ids`/`attention_mask`/`labels` (B, T) padded on the right with
-    pad id / 0 / -100 (so padding never carries loss), image tensors stacked. No tokenisation
-    happens here; features are computed once per example by the dataset.
-    """
-
-    def __init__(
-        self, family: ModelFamily, processor: Any, *, pad_to_length: int | None = None
-    ) -> None:
-        self.family = family
-        self.processor = processor
-        self.pad_to_length = pad_to_length
-
-    def __call__(self, features: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        return self.family.collate(
-            self.processor, features, padding_side="right", pad_to_length=self.pad_to_length
-        )
+    for param in model.parameters():
+        if param.dtype.is_floating_point:
+            return param.dtype
+    return torch.float32
 
 
 def pad_sequences(

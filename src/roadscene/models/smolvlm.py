@@ -1,9 +1,10 @@
-"""SmolVLM2 (Idefics3 architecture) through transformers: loading, tiny checkpoints, encoding,
-padding and generation.
+"""SmolVLM2 (Idefics3 architecture) through transformers: what the family is, tiny checkpoints,
+encoding, the image part of a batch, and its costs for the real-size benchmark.
 
 The real model is `HuggingFaceTB/SmolVLM2-2.2B-Instruct`. Tiny checkpoints built by `build_tiny`
 use the same classes (`SmolVLMForConditionalGeneration`, `SmolVLMProcessor`) and load through
-`AutoModelForImageTextToText` / `AutoProcessor`, so tests exercise the real code path.
+`AutoModelForImageTextToText` / `AutoProcessor` (the base class's `load`), so tests exercise the
+real code path.
 
 Chat format (the SmolVLM2 template): the generation prompt is
 `<|im_start|>User:<image>{prompt}<end_of_utterance>\\nAssistant:` with `<image>` expanded by the
@@ -14,30 +15,32 @@ assistant turn, so training and generation see the same prompt tokens.
 
 from __future__ import annotations
 
-import json
+import copy
 import random
 import re
 import weakref
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import Field
 
 from roadscene.errors import InputError
-from roadscene.models.base import (
-    IGNORE_INDEX,
-    LoadedModel,
-    ModelFamily,
-    Quantization,
-    VisionTextExample,
-    cuda_half_dtype,
-    default_dtype,
-    pad_images,
-    pad_sequences,
+from roadscene.models.base import IGNORE_INDEX, ModelFamily, Sizes, pad_images
+from roadscene.models.costs import (
+    BenchModel,
+    SequenceShape,
+    attention_flops,
+    matmul_weight_count,
+    parameter_bytes,
+    unwrap,
 )
 
 if TYPE_CHECKING:
     import torch
+
+    from roadscene.data.examples import VisionTextExample
+    from roadscene.models.arch import ArchSpec
 
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolVLM2-2.2B-Instruct"
 END_OF_UTTERANCE = "<end_of_utterance>"
@@ -80,15 +83,44 @@ _BUILTIN_CORPUS = [
 ]
 
 
+class SmolVLMSizes(Sizes):
+    """A tiny SmolVLM: one square image tile of `image_size` px, no splitting;
+    image tokens per image = (image_size / patch_size)^2 / scale_factor^2."""
+
+    image_size: int = Field(96, ge=8, description="Image side in pixels (one tile).")
+    patch_size: int = Field(12, ge=1, description="Vision patch size in pixels.")
+    scale_factor: int = Field(2, ge=1, description="Pixel-shuffle factor of the connector.")
+    vision_hidden_size: int = Field(64, ge=8, description="Vision encoder width.")
+    vision_layers: int = Field(2, ge=1, description="Vision encoder layers.")
+    text_hidden_size: int = Field(64, ge=8, description="Language model width.")
+    text_layers: int = Field(2, ge=1, description="Language model layers.")
+    num_attention_heads: int = Field(4, ge=1, description="Attention heads (vision and text).")
+    vocab_size: int = Field(1000, ge=100, description="Upper bound on the BPE vocabulary.")
+
+
 class SmolVLMFamily(ModelFamily):
     """SmolVLM2 via `AutoModelForImageTextToText`. LoRA by default on the text model's q/v."""
 
     name = "smolvlm"
     default_model_id = DEFAULT_MODEL_ID
+    model_types = ("smolvlm", "idefics3")
+    tiny_sizes = SmolVLMSizes
+    # 16 image tokens (96 px, patch 12, scale 2), vision 128 x 3, text 192 x 3: fast enough to
+    # learn the synthetic scenes from scratch on two CPU cores (docs/demo.md).
+    demo_sizes: ClassVar[dict[str, Any]] = {
+        "vision_hidden_size": 128,
+        "vision_layers": 3,
+        "text_hidden_size": 192,
+        "text_layers": 3,
+        "vocab_size": 600,
+    }
+    image_keys = ("pixel_values",)
     # Full-match regex: only the language model's attention q/v projections, never the vision
     # tower's (`model.vision_model.encoder.layers.N.self_attn.q_proj` has the same leaf names).
     lora_target_modules = r".*\.text_model\..*\.(q_proj|v_proj)"
     vision_module_name = "model.vision_model"
+    recipe = "smolvlm2-2.2b-bvpi-lora.yaml"
+    bench_archs: ClassVar[dict[str, str]] = {"real": "smolvlm2-2.2b", "tiny": "smolvlm2-tiny"}
 
     def __init__(self) -> None:
         # processor -> {(prompt text, image count): expanded prompt ids}, for one-tile processors
@@ -102,71 +134,6 @@ class SmolVLMFamily(ModelFamily):
         self.__dict__.update(state)
         self._prompt_ids = weakref.WeakKeyDictionary()
 
-    # ----------------------------------------------------------------------------- loading
-    def load(
-        self,
-        model_name_or_path: str | Path,
-        *,
-        adapter: str | Path | None = None,
-        quantization: Quantization = "none",
-        device: str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> LoadedModel:
-        import torch
-        from transformers import AutoModelForImageTextToText, AutoProcessor
-
-        source = str(model_name_or_path)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if dtype is None:
-            dtype = default_dtype(device)
-        kwargs: dict[str, Any] = {"dtype": dtype}
-        if quantization == "4bit":
-            kwargs["quantization_config"] = bnb_4bit_config()
-            kwargs["device_map"] = {"": device}
-        elif quantization != "none":
-            raise InputError(
-                f"unknown quantization '{quantization}'; allowed: none, 4bit", field="quantization"
-            )
-
-        # Our training runs save the processor (with its chat template) beside the adapter.
-        processor_source = source
-        if adapter is not None and (Path(adapter) / "processor_config.json").is_file():
-            processor_source = str(adapter)
-        try:
-            processor = AutoProcessor.from_pretrained(processor_source)
-            model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
-        except (OSError, ValueError) as err:
-            if Path(source).is_dir() and (Path(source) / "config.json").is_file():
-                raise  # a real folder that fails to load is a bug to see in full
-            if Path(source).is_dir():
-                raise InputError(
-                    "not a saved model folder (no config.json); pass the folder that "
-                    "`roadscene train` / `roadscene model tiny` wrote, or a hub id",
-                    path=source,
-                ) from None
-            raise InputError(
-                "cannot load model: not a local model folder and not available from "
-                "the Hugging Face hub (offline or not downloaded); run `huggingface-cli download "
-                f"{source}` with network access or pass --model DIR of a saved model "
-                f"({type(err).__name__})",
-                path=source,
-            ) from None
-        if quantization == "none":
-            model.to(device)
-        if adapter is not None:
-            from peft import PeftModel
-
-            if not (Path(adapter) / "adapter_config.json").is_file():
-                raise InputError("not a PEFT adapter folder (no adapter_config.json)", path=adapter)
-            model = PeftModel.from_pretrained(model, str(adapter))
-        model.eval()
-        return LoadedModel(
-            model=model,
-            processor=processor,
-            source=source,
-            adapter=str(adapter) if adapter is not None else None,
-        )
-
     # ----------------------------------------------------------------------------- tiny model
     def build_tiny(
         self,
@@ -174,23 +141,11 @@ class SmolVLMFamily(ModelFamily):
         *,
         corpus: Sequence[str] | None = None,
         seed: int = 0,
-        image_size: int = 96,
-        patch_size: int = 12,
-        scale_factor: int = 2,
-        vision_hidden_size: int = 64,
-        vision_layers: int = 2,
-        text_hidden_size: int = 64,
-        text_layers: int = 2,
-        num_attention_heads: int = 4,
-        vocab_size: int = 1000,
+        sizes: Mapping[str, Any] | None = None,
     ) -> Path:
         """Random-init SmolVLM with a BPE tokenizer trained on `corpus` (plus a built-in corpus
-        covering the chat roles and target vocabulary), one image tile of `image_size` px.
-
-        Image tokens per image = (image_size / patch_size)^2 / scale_factor^2.
-        """
+        covering the chat roles and target vocabulary), one image tile (see `SmolVLMSizes`)."""
         import torch
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
         from transformers import (
             PreTrainedTokenizerFast,
             SmolVLMConfig,
@@ -201,33 +156,24 @@ class SmolVLMFamily(ModelFamily):
         from transformers.models.smolvlm.video_processing_smolvlm import SmolVLMVideoProcessor
 
         from roadscene.io import atomic_dir, write_json
+        from roadscene.models.tokenizer import train_bpe
 
-        patches_per_side = image_size // patch_size
-        if image_size % patch_size or patches_per_side % scale_factor:
+        size = self.sizes(sizes)
+        patches_per_side = size.image_size // size.patch_size
+        if size.image_size % size.patch_size or patches_per_side % size.scale_factor:
             raise InputError(
-                f"image_size {image_size} must be a multiple of patch_size {patch_size} and the "
-                f"patch grid ({patches_per_side}) a multiple of scale_factor {scale_factor}",
+                f"image_size {size.image_size} must be a multiple of patch_size "
+                f"{size.patch_size} and the patch grid ({patches_per_side}) a multiple of "
+                f"scale_factor {size.scale_factor}",
                 field="image_size",
             )
-        image_seq_len = (patches_per_side // scale_factor) ** 2
+        image_seq_len = (patches_per_side // size.scale_factor) ** 2
 
         random.seed(seed)
         torch.manual_seed(seed)
         # Answers follow "Assistant:" with a space, so learn merges for that form too.
         texts = [f"Assistant: {text}" for text in [*_BUILTIN_CORPUS, *(corpus or [])]]
-
-        bpe = Tokenizer(models.BPE())
-        bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        bpe.decoder = decoders.ByteLevel()
-        bpe.train_from_iterator(
-            texts,
-            trainers.BpeTrainer(
-                vocab_size=vocab_size,
-                special_tokens=SPECIAL_TOKENS,
-                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                show_progress=False,
-            ),
-        )
+        bpe = train_bpe(texts, vocab_size=size.vocab_size, special_tokens=SPECIAL_TOKENS)
         tokenizer = PreTrainedTokenizerFast(
             tokenizer_object=bpe,
             bos_token="<|im_start|>",
@@ -242,7 +188,7 @@ class SmolVLMFamily(ModelFamily):
             },
         )
         # One tile, no splitting: every image is resized to image_size x image_size.
-        tile = {"longest_edge": image_size}
+        tile = {"longest_edge": size.image_size}
         image_processor = SmolVLMImageProcessor(
             size=tile, max_image_size=tile, do_image_splitting=False
         )
@@ -257,11 +203,11 @@ class SmolVLMFamily(ModelFamily):
         text_config = {
             "model_type": "llama",
             "vocab_size": len(tokenizer),
-            "hidden_size": text_hidden_size,
-            "intermediate_size": 4 * text_hidden_size,
-            "num_hidden_layers": text_layers,
-            "num_attention_heads": num_attention_heads,
-            "num_key_value_heads": num_attention_heads,
+            "hidden_size": size.text_hidden_size,
+            "intermediate_size": 4 * size.text_hidden_size,
+            "num_hidden_layers": size.text_layers,
+            "num_attention_heads": size.num_attention_heads,
+            "num_key_value_heads": size.num_attention_heads,
             "max_position_embeddings": 4096,
             "pad_token_id": tokenizer.pad_token_id,
             "bos_token_id": tokenizer.bos_token_id,
@@ -269,24 +215,22 @@ class SmolVLMFamily(ModelFamily):
             "tie_word_embeddings": False,
         }
         vision_config = {
-            "hidden_size": vision_hidden_size,
-            "intermediate_size": 4 * vision_hidden_size,
-            "num_hidden_layers": vision_layers,
-            "num_attention_heads": num_attention_heads,
-            "image_size": image_size,
-            "patch_size": patch_size,
+            "hidden_size": size.vision_hidden_size,
+            "intermediate_size": 4 * size.vision_hidden_size,
+            "num_hidden_layers": size.vision_layers,
+            "num_attention_heads": size.num_attention_heads,
+            "image_size": size.image_size,
+            "patch_size": size.patch_size,
         }
         config = SmolVLMConfig(
             vision_config=vision_config,
             text_config=text_config,
-            scale_factor=scale_factor,
+            scale_factor=size.scale_factor,
             image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
             pad_token_id=tokenizer.pad_token_id,
         )
         model = SmolVLMForConditionalGeneration(config)
-        model.generation_config.eos_token_id = tokenizer.eos_token_id
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
-        model.generation_config.bos_token_id = tokenizer.bos_token_id
+        _set_generation_tokens(model, tokenizer)
 
         out_dir = Path(out_dir)
         with atomic_dir(out_dir) as tmp:
@@ -297,14 +241,8 @@ class SmolVLMFamily(ModelFamily):
                 {
                     "family": self.name,
                     "seed": seed,
-                    "image_size": image_size,
-                    "patch_size": patch_size,
-                    "scale_factor": scale_factor,
+                    **size.model_dump(),
                     "image_seq_len": image_seq_len,
-                    "vision_hidden_size": vision_hidden_size,
-                    "vision_layers": vision_layers,
-                    "text_hidden_size": text_hidden_size,
-                    "text_layers": text_layers,
                     "vocab_size": len(tokenizer),
                     "corpus_lines": len(texts),
                 },
@@ -364,39 +302,13 @@ class SmolVLMFamily(ModelFamily):
         features["attention_mask"] = torch.ones_like(input_ids)
         return features
 
-    def collate(
-        self,
-        processor: Any,
-        features: Sequence[dict[str, torch.Tensor]],
-        *,
-        padding_side: Literal["left", "right"] = "right",
-        pad_to_length: int | None = None,
+    def collate_images(
+        self, processor: Any, features: Sequence[dict[str, torch.Tensor]]
     ) -> dict[str, torch.Tensor]:
-        pad_id = processor.tokenizer.pad_token_id
-        batch = {
-            "input_ids": pad_sequences(
-                [f["input_ids"] for f in features],
-                pad_id,
-                padding_side=padding_side,
-                length=pad_to_length,
-            ),
-            "attention_mask": pad_sequences(
-                [f["attention_mask"] for f in features],
-                0,
-                padding_side=padding_side,
-                length=pad_to_length,
-            ),
+        return {
             "pixel_values": pad_images([f["pixel_values"] for f in features]),
             "pixel_attention_mask": pad_images([f["pixel_attention_mask"] for f in features]),
         }
-        if all("labels" in f for f in features):
-            batch["labels"] = pad_sequences(
-                [f["labels"] for f in features],
-                IGNORE_INDEX,
-                padding_side=padding_side,
-                length=pad_to_length,
-            )
-        return batch
 
     def stop_token_ids(self, processor: Any) -> list[int]:
         tokenizer = processor.tokenizer
@@ -404,27 +316,6 @@ class SmolVLMFamily(ModelFamily):
         if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
             ids.append(tokenizer.eos_token_id)
         return ids
-
-    def generate(
-        self, model: Any, processor: Any, examples: Sequence[VisionTextExample], **generation_kwargs
-    ) -> list[str]:
-        import torch
-
-        features = [self.encode(processor, replace(ex, answer=None)) for ex in examples]
-        batch = self.collate(processor, features, padding_side="left")
-        device = next(model.parameters()).device
-        dtype = _floating_dtype(model)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        batch["pixel_values"] = batch["pixel_values"].to(dtype)
-        kwargs: dict[str, Any] = {"max_new_tokens": 128, "do_sample": False, "num_beams": 1}
-        kwargs.update(generation_kwargs)
-        kwargs.setdefault("eos_token_id", self.stop_token_ids(processor))
-        kwargs.setdefault("pad_token_id", processor.tokenizer.pad_token_id)
-        with torch.inference_mode():
-            output = model.generate(**batch, **kwargs)
-        new_tokens = output[:, batch["input_ids"].shape[1] :]  # (B, generated)
-        texts = processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        return [text.strip() for text in texts]
 
     def lora_targets(self, names: Sequence[str] | str | None, *, text_only: bool = True) -> Any:
         """PEFT `target_modules`: the default regex, `all-linear`, or `names` restricted to the
@@ -438,61 +329,159 @@ class SmolVLMFamily(ModelFamily):
         alternatives = "|".join(re.escape(name) for name in names)
         return rf".*\.text_model\..*\.({alternatives})"
 
+    # ----------------------------------------------------------------------------- benchmark
+    def model_from_arch(
+        self,
+        arch: ArchSpec,
+        *,
+        tokenizer: Any = None,
+        device: torch.device | str = "meta",
+        dtype: torch.dtype | None = None,
+    ) -> Any:
+        import torch
+        from transformers import AutoModelForImageTextToText, SmolVLMConfig
 
-def bnb_4bit_config() -> Any:
-    """QLoRA quantisation: 4-bit NF4 weights, double quantisation, bf16 compute."""
-    import torch
-    from transformers import BitsAndBytesConfig
+        values = copy.deepcopy(arch.model)
+        if tokenizer is not None:
+            text = values["text_config"]
+            if len(tokenizer) > text["vocab_size"]:
+                raise ValueError(
+                    f"tokenizer has {len(tokenizer)} tokens but the architecture's vocab_size is "
+                    f"{text['vocab_size']}"
+                )
+            text.update(
+                pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            values["image_token_id"] = tokenizer.convert_tokens_to_ids("<image>")
+            values["pad_token_id"] = tokenizer.pad_token_id
+        config = SmolVLMConfig(**values)
+        with torch.device(device):  # initialised where it will run: no host copy of 4.5 GB
+            model = AutoModelForImageTextToText.from_config(config, dtype=dtype or torch.float32)
+        if tokenizer is not None:
+            _set_generation_tokens(model, tokenizer)
+        return model.to(device).eval()
 
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise InputError(
-            "QLoRA needs bitsandbytes, which is not installed: pip install 'roadscene[qlora]'",
-            field="finetune.method",
-        ) from None
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=cuda_half_dtype() if torch.cuda.is_available() else torch.bfloat16,
+    def bench_model(
+        self, arch: ArchSpec, *, device: torch.device, dtype: torch.dtype, workdir: Path
+    ) -> BenchModel:
+        import torch
+
+        base = self.offline_processor(workdir)
+        processor = _arch_processor(base, arch)
+        torch.manual_seed(0)
+        model = self.model_from_arch(
+            arch, tokenizer=processor.tokenizer, device=device, dtype=dtype
+        )
+        reduced = int(arch.bench["reduced_longest_edge"])
+        return BenchModel(
+            model=model,
+            processor=processor,
+            vision_module=model.model.vision_model,
+            image_token_id=model.config.image_token_id,
+            prefill_flops=prefill_flops,
+            decode_step=decode_step,
+            train_flops=lora_train_flops,
+            processors={
+                "default": (processor, int(arch.processor["longest_edge"])),
+                "reduced": (_arch_processor(base, arch, reduced), reduced),
+            },
+        )
+
+    def sequence_shape(self, features: dict[str, torch.Tensor]) -> SequenceShape:
+        # pixel_values (N_tiles, 3, H, W) for the one image
+        return SequenceShape(
+            tokens=int(features["input_ids"].shape[0]),
+            images=1,
+            tiles=int(features["pixel_values"].shape[0]),
+        )
+
+
+def _set_generation_tokens(model: Any, tokenizer: Any) -> None:
+    generation = model.generation_config
+    generation.eos_token_id = tokenizer.eos_token_id
+    generation.pad_token_id = tokenizer.pad_token_id
+    generation.bos_token_id = tokenizer.bos_token_id
+
+
+def _arch_processor(base_processor: Any, arch: ArchSpec, longest_edge: int | None = None) -> Any:
+    """The processor with the architecture's image settings: images resized so their longest
+    edge is `longest_edge` (default: the architecture's), rounded up to whole tiles, split into
+    tiles plus one global tile; `image_seq_len` tokens per tile."""
+    from transformers import SmolVLMImageProcessor
+
+    vision = arch.model["vision_config"]
+    patches_per_side = vision["image_size"] // vision["patch_size"]
+    settings = arch.processor
+    processor = copy.copy(base_processor)
+    processor.image_processor = SmolVLMImageProcessor(
+        size={"longest_edge": longest_edge or settings["longest_edge"]},
+        max_image_size={"longest_edge": settings["tile_size"]},
+        do_image_splitting=settings.get("do_image_splitting", True),
     )
+    processor.image_seq_len = patches_per_side**2 // arch.model["scale_factor"] ** 2
+    return processor
 
 
-def _floating_dtype(model: Any) -> torch.dtype:
-    import torch
-
-    for param in model.parameters():
-        if param.dtype.is_floating_point:
-            return param.dtype
-    return torch.float32
+# ----------------------------------------------------------------------------- costs
 
 
-def read_corpus(path: str | Path) -> list[str]:
-    """Texts for the tiny tokenizer: a JSON/JSONL data file (its `response`, `caption`,
-    `prompt` and `target` strings) or a plain text file (one text per line)."""
-    path = Path(path)
-    if path.suffix in {".json", ".jsonl"}:
-        from roadscene.io import read_records
+def prefill_flops(
+    model: Any, shape: SequenceShape, *, causal: bool = True, logits_tokens: int = 1
+) -> dict[str, float]:
+    """FLOPs of one forward over one sequence, by part (`logits_tokens` rows of logits)."""
+    base = unwrap(model)
+    inner = base.model
+    config = base.config
+    vision = config.vision_config
+    text = config.text_config
+    patches = (vision.image_size // vision.patch_size) ** 2  # per tile
+    tokens_per_tile = patches // config.scale_factor**2
+    tiles = shape.tiles * shape.images
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    return {
+        "vision": tiles
+        * (
+            2.0 * patches * matmul_weight_count(inner.vision_model)
+            + vision.num_hidden_layers
+            * attention_flops(patches, patches, vision.hidden_size, causal=False)
+        ),
+        "connector": 2.0 * tiles * tokens_per_tile * matmul_weight_count(inner.connector),
+        "text": 2.0 * shape.tokens * matmul_weight_count(inner.text_model)
+        + text.num_hidden_layers
+        * attention_flops(
+            shape.tokens, shape.tokens, text.num_attention_heads * head_dim, causal=causal
+        ),
+        "logits": 2.0 * logits_tokens * matmul_weight_count(base.lm_head),
+    }
 
-        texts = []
-        for _, record in read_records(path):
-            texts.extend(
-                str(record[key])
-                for key in ("prompt", "response", "caption", "target")
-                if isinstance(record.get(key), str)
-            )
-        if not texts:
-            raise InputError(
-                "no 'prompt', 'response', 'caption' or 'target' strings to train on", path=path
-            )
-        return texts
-    from roadscene.io import read_text
 
-    return [line for line in read_text(path).splitlines() if line.strip()]
+def decode_step(model: Any, *, batch: int, context: int) -> dict[str, float]:
+    """Bytes read and FLOPs of one decode step for `batch` sequences of `context` cached tokens."""
+    base = unwrap(model)
+    text = base.config.text_config
+    text_model = base.model.text_model
+    element = next(text_model.parameters()).element_size()
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    kv_width = text.num_key_value_heads * head_dim
+    weight_bytes = parameter_bytes(text_model, exclude=(text_model.embed_tokens,)) + (
+        parameter_bytes(base.lm_head)
+    )
+    kv_bytes = 2 * text.num_hidden_layers * kv_width * context * element * batch
+    embedding_rows = batch * text.hidden_size * element
+    matmul = matmul_weight_count(text_model) + matmul_weight_count(base.lm_head)
+    flops = batch * (
+        2.0 * matmul
+        + text.num_hidden_layers
+        * attention_flops(1, context, text.num_attention_heads * head_dim, causal=False)
+    )
+    return {"bytes": float(weight_bytes + kv_bytes + embedding_rows), "flops": flops}
 
 
-def describe_tiny(model_dir: str | Path) -> dict[str, Any]:
-    """The sizes recorded by `build_tiny` (empty for other checkpoints)."""
-    marker = Path(model_dir) / "roadscene_tiny.json"
-    return json.loads(marker.read_text()) if marker.is_file() else {}
+def lora_train_flops(model: Any, shape: SequenceShape) -> float:
+    """Forward everywhere, backward (input gradients) through the text model and the logits
+    only: the vision tower and connector are frozen and upstream of every LoRA layer. LoRA's own
+    weight gradients are counted within the text model's matmul weights."""
+    forward = prefill_flops(model, shape, logits_tokens=shape.tokens)
+    return sum(forward.values()) + forward["text"] + forward["logits"]

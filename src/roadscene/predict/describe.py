@@ -11,8 +11,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from roadscene.predict.cue import NavigationCue, cue_for_parsed
-from roadscene.targets import DEFAULT_PROMPT, OBJECT_NAMES, ParsedResponse, parse_response
+from roadscene.data.examples import VisionTextExample
+from roadscene.data.images import open_image
+from roadscene.errors import InputError
+from roadscene.predict.predictor import ModelCard, Predictor
+from roadscene.predict.settings import Decoding
+from roadscene.predict.views import answer_annotation
+from roadscene.targets import (
+    OBJECT_NAMES,
+    GrammarOptions,
+    NavigationCue,
+    ParsedResponse,
+    cue_for_parsed,
+    parse_response,
+)
 
 
 @dataclass
@@ -65,48 +77,40 @@ class ImageDescription:
 
 def describe_images(
     images: Sequence[str | Path],
-    model: str | Path,
+    model: ModelCard | Predictor,
     *,
-    adapter: str | Path | None = None,
-    family: str | None = None,
     num_beams: int = 1,
-    max_new_tokens: int = 160,
+    max_new_tokens: int = 192,
     relation_from_fields: bool = False,
     device: str | None = None,
-    prompt: str = DEFAULT_PROMPT,
+    prompt: str | None = None,
 ) -> Iterator[ImageDescription]:
     """Yield the description of each image (grammar-constrained answers), in order.
 
+    The prompt is the one the model was trained on (saved with it), unless `prompt` is given.
     Every image is opened before the model loads, so a missing or unreadable file fails at once
     (one error naming it) without partial output.
     """
-    from roadscene.models.base import VisionTextExample
-    from roadscene.predict.runner import Predictor
-    from roadscene.predict.structured import (
-        GrammarOptions,
-        answer_annotation,
-        structured_processor_factory,
-    )
-    from roadscene.train.data import open_image
-
-    opened = [(str(path), open_image(Path(path))) for path in images]
-    predictor = Predictor.load(model, adapter=adapter, family=family, device=device)
-    make_processor = structured_processor_factory(
-        predictor.family,
-        predictor.model,
-        predictor.processor,
-        GrammarOptions(relation_from_fields=relation_from_fields),
-        max_new_tokens=max_new_tokens,
-    )
-    for name, image in opened:
-        example = VisionTextExample(images=[image], prompt=prompt, image_ref=name)
-        start = time.perf_counter()
-        [answer] = predictor.generate_batch(
-            [example],
-            num_beams=num_beams,
-            max_new_tokens=max_new_tokens,
-            logits_processor_factory=make_processor,
+    card = model.card if isinstance(model, Predictor) else model
+    if card.task is not None and card.task != "bvpi":
+        raise InputError(
+            f"describe needs a model trained on structured answers (the bvpi task); this one was "
+            f"trained on '{card.task}'",
+            field="model",
         )
+    question = prompt if prompt is not None else card.prompt_for("bvpi")
+    opened = [(str(path), open_image(Path(path))) for path in images]
+    predictor = model if isinstance(model, Predictor) else Predictor.load(card, device=device)
+    decoding = Decoding(
+        num_beams=num_beams,
+        max_new_tokens=max_new_tokens,
+        grammar=GrammarOptions(relation_from_fields=relation_from_fields),
+    )
+    predictor.prepare(decoding)
+    for name, image in opened:
+        example = VisionTextExample(images=[image], prompt=question, image_ref=name)
+        start = time.perf_counter()
+        [answer] = predictor.generate_batch([example], decoding)
         latency = time.perf_counter() - start
         parsed = parse_response(answer)
         yield ImageDescription(

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from roadscene.io import atomic_write
-from roadscene.predict.cue import cue_for_parsed, cue_for_scene
 from roadscene.schema import OBJECT_CLASSES, SceneAnnotation
-from roadscene.targets import parse_response
+from roadscene.targets import cue_for_parsed, cue_for_scene, parse_response
 
 GALLERY_FILE = "gallery.html"
 

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 from transformers import TrainerCallback
 
 if TYPE_CHECKING:
+    from roadscene.data.records import ExampleRecord
     from roadscene.models.base import ModelFamily
     from roadscene.train.config import TrainConfig
-    from roadscene.train.data import ExampleRecord
 
 FIELDS = ("sidewalk", "road", "relation")
 
@@ -71,7 +71,7 @@ class GenerationEvalCallback(TrainerCallback):
         self.log_path = Path(output_dir) / "generation_eval.jsonl"
 
     def predict(self, model: Any) -> list[str]:
-        from roadscene.train.data import to_example
+        from roadscene.data.examples import to_example
 
         was_training = model.training
         model.eval()
@@ -115,18 +115,20 @@ class GenerationEvalCallback(TrainerCallback):
 
 
 class SaveConfigCallback(TrainerCallback):
-    """Write the resolved config into every checkpoint folder."""
+    """Write the resolved config and the training prompts into every checkpoint folder."""
 
-    def __init__(self, config: TrainConfig) -> None:
+    def __init__(self, config: TrainConfig, prompts: Sequence[str]) -> None:
         self.config = config
+        self.prompts = list(prompts)
 
     def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
-        from roadscene.train.config import save_config
+        from roadscene.train.config import save_config, save_prompts
 
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.is_dir():
                 save_config(self.config, folder)
+                save_prompts(folder, self.config.data.task, self.prompts)
         return control
 
 

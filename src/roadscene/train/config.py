@@ -2,7 +2,8 @@
 
 Every field has a default and a help string; validation errors name the bad value and the
 allowed ones. The resolved config is written (`roadscene_config.yaml`) into the run folder and
-into every checkpoint, so `predict` can rebuild everything from the folder alone.
+into every checkpoint, with the prompts the model was trained on (`roadscene_prompts.json`), so
+`predict` and `describe` can rebuild everything from the folder alone.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from roadscene.errors import InputError
+from roadscene.models.finetune import FinetuneSection
 
 CONFIG_FILENAME = "roadscene_config.yaml"
+PROMPTS_FILENAME = "roadscene_prompts.json"
+MAX_SAVED_PROMPTS = 50
 
-Task = Literal["caption", "bvpi", "annotated"]
 
 
 class _Section(BaseModel):
@@ -42,30 +45,8 @@ class ModelSection(_Section):
         return value
 
 
-class FinetuneSection(_Section):
-    method: Literal["lora", "qlora", "full"] = Field(
-        "lora",
-        description="lora: adapters on a frozen model; qlora: 4-bit NF4 base + adapters; "
-        "full: every weight trains.",
-    )
-    lora_r: int = Field(16, ge=1, description="LoRA rank.")
-    lora_alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / r).")
-    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
-    target_modules: list[str] | str | None = Field(
-        None,
-        description="LoRA targets: leaf names (e.g. [q_proj, v_proj]), 'all-linear', or null for "
-        "the family default (SmolVLM: text model q_proj/v_proj).",
-    )
-    text_only: bool = Field(
-        True, description="Restrict a list of target names to the language model."
-    )
-    freeze_vision: bool = Field(
-        False, description="With method=full: keep the vision tower frozen."
-    )
-
-
 class DataSection(_Section):
-    task: Task = Field(
+    task: Literal["caption", "bvpi", "annotated"] = Field(
         "bvpi",
         description="caption: captions_{split}.json -> caption; bvpi: bvpi_sft_{split}.jsonl "
         "prompt -> response; annotated: annotation JSON in the prompt -> Nearby/Far/Context text.",
@@ -281,3 +262,30 @@ def read_saved_config(folder: str | Path) -> TrainConfig | None:
     """The resolved config saved in a run or checkpoint folder, or None if there is none."""
     path = Path(folder) / CONFIG_FILENAME
     return load_config(path) if path.is_file() else None
+
+
+def save_prompts(folder: str | Path, task: str, prompts: list[str]) -> Path:
+    """Write the prompts a model is trained on (most frequent first, with counts) into `folder`,
+    so prediction without a prompt asks the question the model learned to answer."""
+    from collections import Counter
+
+    from roadscene.io import write_json
+
+    counts = Counter(prompts).most_common(MAX_SAVED_PROMPTS)
+    path = Path(folder) / PROMPTS_FILENAME
+    write_json(path, {"task": task, "prompts": [{"prompt": p, "count": n} for p, n in counts]})
+    return path
+
+
+def read_prompts(folder: str | Path) -> list[str]:
+    """The prompts saved with a trained model, most frequent first (empty when none saved)."""
+    import json
+
+    path = Path(folder) / PROMPTS_FILENAME
+    if not path.is_file():
+        return []
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        return [str(item["prompt"]) for item in saved["prompts"]]
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(f"unreadable prompts file ({type(err).__name__})", path=path) from None

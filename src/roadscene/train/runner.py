@@ -8,7 +8,7 @@ nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,39 +42,9 @@ def _use_bf16(setting: str) -> bool:
     return setting == "true"
 
 
-def prepare_model(model: Any, config: TrainConfig, family: Any) -> Any:
-    """Attach LoRA adapters (lora / qlora) or leave every weight trainable (full)."""
-    finetune = config.finetune
-    if finetune.method == "full":
-        vision = family.vision_module_name
-        if finetune.freeze_vision and vision is None:
-            raise InputError(
-                f"finetune.freeze_vision: the {family.name} family names no vision encoder to freeze"
-            )
-        for name, param in model.named_parameters():
-            frozen = finetune.freeze_vision and (name + ".").startswith(vision + ".")
-            param.requires_grad_(not frozen)
-        return model
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
-    if finetune.method == "qlora":
-        model = prepare_model_for_kbit_training(
-            model,
-            use_gradient_checkpointing=config.train.gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
-        )
-    lora = LoraConfig(
-        r=finetune.lora_r,
-        lora_alpha=finetune.lora_alpha,
-        lora_dropout=finetune.lora_dropout,
-        target_modules=family.lora_targets(finetune.target_modules, text_only=finetune.text_only),
-        bias="none",
-    )
-    return get_peft_model(model, lora)
-
-
 def _load_split(config: TrainConfig, split: str, limit: int | None) -> tuple[list, Any]:
-    from roadscene.train.data import check_images, load_records, task_file
+    from roadscene.data.images import check_images
+    from roadscene.data.records import load_records, task_file
 
     data = config.data
     image_root = data.image_root or data.data_dir
@@ -89,23 +59,24 @@ def run_training(
     *,
     resume: bool = False,
     extra_callbacks: list[Any] | None = None,
-    train_dataset_factory: Callable[[Any, Any], Any] | None = None,
+    train_examples: Sequence[Any] | None = None,
 ) -> TrainResult:
     """Train as `config` says; `resume` continues from the newest checkpoint in output_dir.
 
-    `train_dataset_factory(family, processor)` replaces the train split's files with any dataset
-    of `family.encode` features (e.g. scenes rendered on the fly); eval data still comes from
-    `config.data`.
+    `train_examples` replaces the train split's files with any sequence of
+    `VisionTextExample` s (e.g. scenes rendered on the fly; its `prompts` attribute, if any,
+    names the prompts saved with the model); eval data still comes from `config.data`.
     """
     import torch
     from transformers import TrainingArguments, set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
+    from roadscene.data.examples import RecordExamples
     from roadscene.io import atomic_dir, write_json
     from roadscene.models import get_family
-    from roadscene.models.base import TrainingCollator
     from roadscene.train.callbacks import GenerationEvalCallback, SaveConfigCallback
-    from roadscene.train.data import EncodedDataset
+    from roadscene.train.collator import EncodedDataset, TrainingCollator
+    from roadscene.train.config import save_prompts
 
     train_cfg = config.train
     output_dir = Path(train_cfg.output_dir)
@@ -126,7 +97,7 @@ def run_training(
     family = get_family(config.model.family)
     train_records: list = []
     bad_train: Any = []
-    if train_dataset_factory is None:
+    if train_examples is None:
         train_records, bad_train = _load_split(
             config, config.data.train_split, config.data.max_train_examples
         )
@@ -150,17 +121,23 @@ def run_training(
         # Full fine-tuning keeps fp32 master weights; the Trainer autocasts to bf16 on GPU.
         dtype = torch.float32
     loaded = family.load(config.model.name_or_path, quantization=quantization, dtype=dtype)
-    model = family.prepare_for_training(loaded.model, config)
+    model = family.prepare_for_training(
+        loaded.model,
+        config.finetune,
+        config.family_options,
+        gradient_checkpointing=train_cfg.gradient_checkpointing,
+    )
     model.train()
     processor = loaded.processor
 
-    train_dataset = (
-        train_dataset_factory(family, processor)
-        if train_dataset_factory is not None
-        else EncodedDataset(train_records, family, processor, cache=config.data.cache_encoded)
-    )
+    if train_examples is None:
+        train_examples = RecordExamples(train_records)
+    # The annotated task's prompts carry each row's annotation: no prompt of its own to save.
+    prompts = [] if config.data.task == "annotated" else list(getattr(train_examples, "prompts", []))
+    cache = config.data.cache_encoded
+    train_dataset = EncodedDataset(train_examples, family, processor, cache=cache)
     eval_dataset = (
-        EncodedDataset(eval_records, family, processor, cache=config.data.cache_encoded)
+        EncodedDataset(RecordExamples(eval_records), family, processor, cache=cache)
         if eval_records
         else None
     )
@@ -206,7 +183,7 @@ def run_training(
         report_to=train_cfg.report_to,
         ddp_find_unused_parameters=False,
     )
-    callbacks: list[Any] = [SaveConfigCallback(config)]
+    callbacks: list[Any] = [SaveConfigCallback(config, prompts)]
     if use_generation:
         callbacks.append(
             GenerationEvalCallback(
@@ -221,7 +198,7 @@ def run_training(
     callbacks.extend(extra_callbacks or [])
     pad_to = train_cfg.pad_to_length if train_cfg.padding == "max_length" else None
     trainer = family.make_trainer(
-        config,
+        config.family_options,
         model=model,
         args=args,
         train_dataset=train_dataset,
@@ -229,7 +206,12 @@ def run_training(
         data_collator=TrainingCollator(family, processor, pad_to_length=pad_to),
         processing_class=processor,
         callbacks=callbacks,
-        optimizers=(family.create_optimizer(model, config), None),
+        optimizers=(
+            family.create_optimizer(
+                model, learning_rate=train_cfg.learning_rate, options=config.family_options
+            ),
+            None,
+        ),
     )
     output = trainer.train(resume_from_checkpoint=last_checkpoint if resume else None)
     metrics = dict(output.metrics)
@@ -241,6 +223,7 @@ def run_training(
         with atomic_dir(model_dir) as tmp:
             trainer.save_model(str(tmp))  # adapter or full weights + processor
             save_config(config, tmp)
+            save_prompts(tmp, config.data.task, prompts)
         summary = {
             "metrics": metrics,
             "train_rows": len(train_dataset),

@@ -1,7 +1,7 @@
 """OpenFlamingo as a roadscene model family: loading, tiny checkpoints, encoding (answer-only
 labels, few-shot demonstrations), padding and generation.
 
-Prompt formats (OpenFlamingo's conventions, shared/design/flamingo.md):
+Prompt formats (OpenFlamingo's conventions, docs/flamingo.md):
 - caption task (the example's prompt is `targets.CAPTION_PROMPT`): `<image>Output:{caption}<|endofchunk|>`;
 - every other prompt: `<image>User: {prompt}\\nAssistant: {answer}<|endofchunk|>`.
 Few-shot: the demonstrations (image + answer, same format) joined by `\\n`, then the query.
@@ -10,26 +10,36 @@ Few-shot: the demonstrations (image + answer, same format) joined by `\\n`, then
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from pydantic import Field
+
+from roadscene.data.examples import VisionTextExample
 from roadscene.errors import InputError
 from roadscene.models.base import (
     IGNORE_INDEX,
+    ImageEmbedder,
     LoadedModel,
     ModelFamily,
     Quantization,
-    VisionTextExample,
+    Sizes,
     default_dtype,
-    pad_sequences,
+    loading_errors,
+    resolve_device,
 )
 from roadscene.models.flamingo.recipe import FlamingoTrainingSection
+from roadscene.targets import CAPTION_PROMPT
 
 if TYPE_CHECKING:
     import torch
+    from PIL import Image
 
+    from roadscene.models.arch import ArchSpec
+    from roadscene.models.costs import BenchModel, SequenceShape
+    from roadscene.models.finetune import FinetuneSection
     from roadscene.models.flamingo.processing_flamingo import FlamingoProcessor
 
 DEMONSTRATION_SEPARATOR = "\n"
@@ -38,7 +48,6 @@ DEMONSTRATION_SEPARATOR = "\n"
 def _prompt_parts(example: VisionTextExample) -> tuple[str, str | None]:
     """(text up to where the answer starts, answer text including the end-of-chunk token)."""
     from roadscene.models.flamingo.processing_flamingo import ENDOFCHUNK, MEDIA_TOKEN
-    from roadscene.targets import CAPTION_PROMPT
 
     media = MEDIA_TOKEN * len(example.images)
     if example.prompt.strip() == CAPTION_PROMPT:
@@ -68,6 +77,19 @@ def prompt_text(example: VisionTextExample) -> str:
     return DEMONSTRATION_SEPARATOR.join(pieces)
 
 
+class FlamingoSizes(Sizes):
+    """A tiny Flamingo: tiny CLIP vision tower, perceiver and MosaicGPT (random init)."""
+
+    image_size: int = Field(32, ge=8, description="Image side in pixels.")
+    patch_size: int = Field(8, ge=1, description="Vision patch size in pixels.")
+    vision_hidden_size: int = Field(32, ge=8, description="Vision tower width.")
+    vision_layers: int = Field(2, ge=1, description="Vision tower layers.")
+    text_hidden_size: int = Field(64, ge=8, description="Language model width.")
+    text_layers: int = Field(2, ge=1, description="Language model layers.")
+    num_latents: int = Field(8, ge=1, description="Perceiver latents per image.")
+    gate_init: float = Field(0.0, description="Initial value of every tanh gate.")
+
+
 class FlamingoFamily(ModelFamily):
     """OpenFlamingo-3B (CLIP ViT-L/14 + MPT-1B), native. Trains the perceiver, the gated
     cross-attention and the two new token rows (see `roadscene.models.flamingo.training`)."""
@@ -75,11 +97,29 @@ class FlamingoFamily(ModelFamily):
     name = "flamingo"
     # No hub repository holds the assembled model: `roadscene model convert-openflamingo`.
     default_model_id = "models/openflamingo-3b"
-    lora_target_modules = ""
+    model_types = ("flamingo",)
+    tiny_sizes = FlamingoSizes
+    # The same 96 px scenes (8 x 8 patches of 12 px) into a small CLIP tower and perceiver; the
+    # language model stays frozen as in the Flamingo recipe, so it is kept narrow (what learns
+    # is the perceiver and the gated cross-attention).
+    demo_sizes: ClassVar[dict[str, Any]] = {
+        "image_size": 96,
+        "patch_size": 12,
+        "vision_hidden_size": 64,
+        "vision_layers": 2,
+        "text_hidden_size": 128,
+        "text_layers": 2,
+        "num_latents": 16,
+    }
+    demo_finetune = None  # the recipe decides what trains
+    image_keys = ("vision_x",)
     #: The recipe's `family_options` section.
     options_model = FlamingoTrainingSection
     #: Few-shot prompts: `VisionTextExample.demonstrations` go before the query.
     supports_demonstrations = True
+    recipe = "openflamingo-3b-bvpi.yaml"
+    recipe_trains_in_fp32 = True
+    bench_archs: ClassVar[dict[str, str]] = {"real": "openflamingo-3b", "tiny": "openflamingo-tiny"}
 
     # ----------------------------------------------------------------------------- loading
     def load(
@@ -91,8 +131,6 @@ class FlamingoFamily(ModelFamily):
         device: str | None = None,
         dtype: torch.dtype | None = None,
     ) -> LoadedModel:
-        import torch
-
         from roadscene.models.flamingo.modeling_flamingo import FlamingoForConditionalGeneration
         from roadscene.models.flamingo.processing_flamingo import FlamingoProcessor
 
@@ -104,6 +142,7 @@ class FlamingoFamily(ModelFamily):
                 "--family flamingo`",
                 path=source,
             )
+        self.check_model_folder(source)
         if adapter is not None:
             raise InputError(
                 "the flamingo family trains its own modules, not PEFT adapters; pass the run's "
@@ -115,11 +154,12 @@ class FlamingoFamily(ModelFamily):
                 f"quantization '{quantization}' is not supported by the flamingo family; allowed: none",
                 field="quantization",
             )
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if dtype is None:
-            dtype = default_dtype(device)
-        model = FlamingoForConditionalGeneration.from_pretrained(str(source), dtype=dtype)
-        processor = FlamingoProcessor.from_pretrained(source)
+        device = resolve_device(device)
+        with loading_errors(source):
+            model = FlamingoForConditionalGeneration.from_pretrained(
+                str(source), dtype=dtype or default_dtype(device)
+            )
+            processor = FlamingoProcessor.from_pretrained(source)
         model.to(device).eval()
         return LoadedModel(model=model, processor=processor, source=str(source))
 
@@ -129,40 +169,50 @@ class FlamingoFamily(ModelFamily):
         *,
         corpus: Sequence[str] | None = None,
         seed: int = 0,
-        gate_init: float = 0.0,
-        **sizes: Any,
+        sizes: Mapping[str, Any] | None = None,
     ) -> Path:
         """Tiny CLIP vision (32 px by default), tiny MosaicGPT, tiny perceiver; BPE tokenizer
-        trained on the built-in corpus plus `corpus`. `sizes`: see `tiny.TINY_SIZES`."""
-        from roadscene.models.flamingo.tiny import TINY_SIZES, save_tiny_flamingo
+        trained on the built-in corpus plus `corpus` (see `FlamingoSizes`)."""
+        from roadscene.models.flamingo.tiny import save_tiny_flamingo
 
-        unknown = sorted(set(sizes) - set(TINY_SIZES))
-        if unknown:
-            raise InputError(
-                f"unknown tiny Flamingo size option(s) {', '.join(unknown)}; allowed: "
-                f"{', '.join(TINY_SIZES)}"
-            )
-        return save_tiny_flamingo(out_dir, seed=seed, gate_init=gate_init, corpus=corpus, **sizes)
+        size = self.sizes(sizes).model_dump()
+        gate_init = size.pop("gate_init")
+        return save_tiny_flamingo(out_dir, seed=seed, gate_init=gate_init, corpus=corpus, **size)
 
-    def image_embedder(self, model: Any, processor: FlamingoProcessor) -> Any:
-        """Image -> embedding function for `--shot-selection similar` (the frozen CLIP tower)."""
-        from roadscene.models.flamingo.fewshot import clip_image_embedder
+    def image_embedder(self, model: Any, processor: FlamingoProcessor) -> ImageEmbedder:
+        """The frozen CLIP vision tower: pooled (CLS, post-LayerNorm) features, for choosing
+        similar demonstrations (RICES)."""
+        import torch
 
-        return clip_image_embedder(model, processor)
+        def embed(images: Sequence[Image.Image]) -> torch.Tensor:
+            pixels = processor.pixels(list(images))  # (N, 3, H, W)
+            vision = model.vision_encoder
+            with torch.inference_mode():
+                pooled = vision(pixel_values=pixels.to(vision.device, vision.dtype)).pooler_output
+            return pooled.float().cpu()  # (N, D)
+
+        return embed
 
     # ----------------------------------------------------------------------------- training
-    def prepare_for_training(self, model: Any, config: Any) -> Any:
+    def prepare_for_training(
+        self,
+        model: Any,
+        finetune: FinetuneSection,
+        options: Mapping[str, Any] | None = None,
+        *,
+        gradient_checkpointing: bool = False,
+    ) -> Any:
         """Freeze all but the perceiver, the gated cross-attention and the two new token rows
         (the `finetune` section does not apply: the Flamingo recipe fixes what trains)."""
         import torch
 
         from roadscene.models.flamingo.training import prepare_for_training
 
-        if config.finetune.model_fields_set:
+        if finetune.model_fields_set:
             raise InputError(
                 "the flamingo family ignores the finetune section (it always trains the "
                 "perceiver, the gated cross-attention and the two new token rows); remove "
-                f"finetune.{', finetune.'.join(sorted(config.finetune.model_fields_set))}",
+                f"finetune.{', finetune.'.join(sorted(finetune.model_fields_set))}",
                 field="finetune",
             )
         if model.perceiver.latents.dtype != torch.float32:
@@ -171,16 +221,14 @@ class FlamingoFamily(ModelFamily):
                 f"model was loaded as {model.perceiver.latents.dtype}; set model.dtype: float32",
                 field="model.dtype",
             )
-        return prepare_for_training(
-            model, FlamingoTrainingSection.model_validate(config.family_options)
-        )
+        return prepare_for_training(model, FlamingoTrainingSection.model_validate(options or {}))
 
-    def make_trainer(self, config: Any, **trainer_kwargs: Any) -> Any:
+    def make_trainer(self, options: Mapping[str, Any] | None = None, **trainer_kwargs: Any) -> Any:
         """The HF Trainer subclass carrying the recipe's optimizer groups, gate regularisation
         and text dropout."""
         from roadscene.models.flamingo.training import FlamingoTrainer
 
-        recipe = FlamingoTrainingSection.model_validate(config.family_options)
+        recipe = FlamingoTrainingSection.model_validate(options or {})
         return FlamingoTrainer(recipe=recipe, **trainer_kwargs)
 
     # ----------------------------------------------------------------------------- tensors
@@ -218,13 +266,8 @@ class FlamingoFamily(ModelFamily):
         features["attention_mask"] = torch.ones_like(input_ids)
         return features
 
-    def collate(
-        self,
-        processor: FlamingoProcessor,
-        features: Sequence[dict[str, torch.Tensor]],
-        *,
-        padding_side: Literal["left", "right"] = "right",
-        pad_to_length: int | None = None,
+    def collate_images(
+        self, processor: FlamingoProcessor, features: Sequence[dict[str, torch.Tensor]]
     ) -> dict[str, torch.Tensor]:
         import torch
 
@@ -233,57 +276,99 @@ class FlamingoFamily(ModelFamily):
             raise ValueError(
                 f"a Flamingo batch needs the same number of images per example, got {image_counts}"
             )
-        pad_id = processor.tokenizer.pad_token_id
-        batch = {
-            "input_ids": pad_sequences(
-                [f["input_ids"] for f in features],
-                pad_id,
-                padding_side=padding_side,
-                length=pad_to_length,
-            ),
-            "attention_mask": pad_sequences(
-                [f["attention_mask"] for f in features],
-                0,
-                padding_side=padding_side,
-                length=pad_to_length,
-            ),
-            "vision_x": torch.stack([f["vision_x"] for f in features]),  # (B, T_img, 1, 3, H, W)
-        }
-        if all("labels" in f for f in features):
-            batch["labels"] = pad_sequences(
-                [f["labels"] for f in features],
-                IGNORE_INDEX,
-                padding_side=padding_side,
-                length=pad_to_length,
-            )
-        return batch
+        return {
+            "vision_x": torch.stack([f["vision_x"] for f in features])
+        }  # (B, T_img, 1, 3, H, W)
 
     def stop_token_ids(self, processor: FlamingoProcessor) -> list[int]:
         return [processor.endofchunk_token_id]
 
-    def generate(
+    # ----------------------------------------------------------------------------- benchmark
+    def model_from_arch(
         self,
-        model: Any,
-        processor: FlamingoProcessor,
-        examples: Sequence[VisionTextExample],
-        **generation_kwargs: Any,
-    ) -> list[str]:
-        """Answers (greedy by default; OpenFlamingo's evaluation used num_beams=3). Stops at
-        `<|endofchunk|>`; batches are left-padded; images are encoded once per call."""
+        arch: ArchSpec,
+        *,
+        tokenizer: Any = None,
+        device: torch.device | str = "meta",
+        dtype: torch.dtype | None = None,
+    ) -> Any:
+        import copy
+
         import torch
 
-        features = [self.encode(processor, replace(example, answer=None)) for example in examples]
-        batch = self.collate(processor, features, padding_side="left")
-        device = next(model.parameters()).device
-        dtype = next(model.perceiver.parameters()).dtype
-        batch = {key: value.to(device) for key, value in batch.items()}
-        batch["vision_x"] = batch["vision_x"].to(dtype)
-        kwargs: dict[str, Any] = {"max_new_tokens": 128, "do_sample": False, "num_beams": 1}
-        kwargs.update(generation_kwargs)
-        kwargs.setdefault("eos_token_id", self.stop_token_ids(processor))
-        kwargs.setdefault("pad_token_id", processor.tokenizer.pad_token_id)
-        with torch.inference_mode():
-            output = model.generate(**batch, **kwargs)
-        new_tokens = output[:, batch["input_ids"].shape[1] :]  # (B, generated)
-        texts = processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        return [text.strip() for text in texts]
+        from roadscene.models.flamingo.configuration_flamingo import FlamingoConfig
+        from roadscene.models.flamingo.modeling_flamingo import FlamingoForConditionalGeneration
+
+        values = copy.deepcopy(arch.model)
+        if tokenizer is not None:
+            if len(tokenizer) > values["text_config"]["vocab_size"]:
+                raise ValueError(
+                    f"tokenizer has {len(tokenizer)} tokens but the architecture's vocab_size is "
+                    f"{values['text_config']['vocab_size']}"
+                )
+            endofchunk = tokenizer.convert_tokens_to_ids("<|endofchunk|>")
+            values.update(
+                media_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+                endofchunk_token_id=endofchunk,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=endofchunk,
+            )
+        with torch.device(device):
+            model = FlamingoForConditionalGeneration(FlamingoConfig(**values))
+        return model.to(dtype or torch.float32).eval()
+
+    def bench_model(
+        self, arch: ArchSpec, *, device: torch.device, dtype: torch.dtype, workdir: Path
+    ) -> BenchModel:
+        import torch
+
+        from roadscene.models.costs import BenchModel
+        from roadscene.models.flamingo import costs
+        from roadscene.models.flamingo.processing_flamingo import (
+            FlamingoProcessor,
+            clip_image_processor,
+        )
+
+        base = self.offline_processor(workdir)
+        processor = FlamingoProcessor(
+            base.tokenizer, clip_image_processor(int(arch.processor["image_size"]))
+        )
+        torch.manual_seed(0)
+        model = self.model_from_arch(
+            arch, tokenizer=processor.tokenizer, device=device, dtype=dtype
+        )
+        return BenchModel(
+            model=model,
+            processor=processor,
+            vision_module=model.vision_encoder,
+            image_token_id=model.config.media_token_id,
+            prefill_flops=costs.prefill_flops,
+            decode_step=costs.decode_step,
+            train_flops=costs.recipe_train_flops,
+            processors={"default": (processor, None)},
+            training="perceiver + gated cross-attention + 2 token rows",
+        )
+
+    def recipe_trainable(self, model: Any) -> dict[str, int]:
+        """The recipe's trainable set (perceiver, cross-attention, the embedding), and what
+        effectively trains: only the two new token rows of the embedding get gradients."""
+        from roadscene.models.costs import count_parameters
+        from roadscene.models.flamingo.training import prepare_for_training
+
+        model = prepare_for_training(model, FlamingoTrainingSection())
+        trainable = count_parameters(model)["trainable"]
+        embedding = model.get_input_embeddings().weight
+        return {
+            "trainable_recipe": trainable,
+            "trainable_effective": trainable - embedding.numel() + 2 * embedding.shape[1],
+        }
+
+    def sequence_shape(self, features: dict[str, torch.Tensor]) -> SequenceShape:
+        from roadscene.models.costs import SequenceShape
+
+        # vision_x (T_img, 1, 3, H, W)
+        return SequenceShape(
+            tokens=int(features["input_ids"].shape[0]),
+            images=int(features["vision_x"].shape[0]),
+            tiles=1,
+        )

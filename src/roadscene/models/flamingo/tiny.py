@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from roadscene.models.flamingo.configuration_flamingo import FlamingoConfig, MosaicGPTConfig
@@ -18,18 +17,7 @@ from roadscene.models.flamingo.processing_flamingo import (
     clip_image_processor,
 )
 
-TINY_IMAGE_SIZE = 32
 TINY_BPE_VOCAB = 384
-# Size options of the tiny model (`roadscene model tiny --family flamingo`, the demo) and defaults.
-TINY_SIZES: dict[str, int] = {
-    "image_size": TINY_IMAGE_SIZE,
-    "patch_size": 8,
-    "vision_hidden_size": 32,
-    "vision_layers": 2,
-    "text_hidden_size": 64,
-    "text_layers": 2,
-    "num_latents": 8,
-}
 
 # Training text for the tiny tokenizer: the words of the structured answers and captions.
 _TOKENIZER_CORPUS = [
@@ -50,16 +38,13 @@ def train_tiny_tokenizer(
 ) -> PreTrainedTokenizerFast:
     """Byte-level BPE (GPT-NeoX style, `<|endoftext|>` = 0) trained on the built-in corpus plus
     `corpus`, then the three Flamingo tokens as the last ids."""
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
+    from roadscene.models.tokenizer import train_bpe
+
+    tokenizer = train_bpe(
+        [*_TOKENIZER_CORPUS, *(corpus or [])],
         vocab_size=TINY_BPE_VOCAB,
         special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
     )
-    tokenizer.train_from_iterator([*_TOKENIZER_CORPUS, *(corpus or [])], trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         bos_token="<|endoftext|>",
@@ -70,13 +55,11 @@ def train_tiny_tokenizer(
 
 
 def tiny_config(tokenizer: PreTrainedTokenizerFast, **sizes: int) -> FlamingoConfig:
-    """Config of the tiny model; `sizes` override `TINY_SIZES` (unknown names are refused)."""
-    unknown = sorted(set(sizes) - set(TINY_SIZES))
-    if unknown:
-        raise ValueError(
-            f"unknown tiny Flamingo size(s) {', '.join(unknown)}; allowed: {', '.join(TINY_SIZES)}"
-        )
-    size = TINY_SIZES | sizes
+    """Config of the tiny model; `sizes` override `FlamingoSizes`' defaults (unknown names are
+    refused)."""
+    from roadscene.models.flamingo.family import FlamingoSizes
+
+    size = FlamingoSizes(**sizes).model_dump()
     vocab_size = len(tokenizer)
     return FlamingoConfig(
         vision_config={
@@ -120,7 +103,7 @@ def build_tiny_flamingo(
     seed: int = 0, gate_init: float = 0.0, corpus: Sequence[str] | None = None, **sizes: int
 ) -> tuple[FlamingoForConditionalGeneration, FlamingoProcessor]:
     """Random-init tiny model and its processor (default 32 px images, 8 latents, 2+2 layers;
-    `sizes` as in `TINY_SIZES`)."""
+    `sizes` as in `FlamingoSizes`)."""
     tokenizer = train_tiny_tokenizer(corpus)
     config = tiny_config(tokenizer, **sizes)
     config.gate_init = gate_init

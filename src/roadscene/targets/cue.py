@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from roadscene.schema import OBJECT_CLASSES, POSITIONS, SceneAnnotation
-from roadscene.targets import OBJECT_NAMES, ParsedResponse, scene_from_parsed
+from roadscene.targets.answer import OBJECT_NAMES, ParsedResponse, scene_from_parsed
 
 CueAction = Literal[
     "stop_crossing",

@@ -3,8 +3,9 @@
 - `random`: K rows drawn with a generator seeded by (seed, query image), so a resumed or
   repeated prediction picks the same demonstrations for the same query.
 - `similar` (RICES, as in OpenFlamingo's evaluation): the K rows whose images are closest to the
-  query image by cosine similarity of the model's own frozen CLIP image embedding (the CLS token
-  after the post LayerNorm); ordered least to most similar, so the closest sits next to the query.
+  query image by cosine similarity of the model's own image embedding (`family.image_embedder`,
+  for Flamingo its frozen CLIP tower); ordered least to most similar, so the closest sits next
+  to the query.
   Only the query *image* is used: its annotation or caption is what we predict, so choosing by it
   would leak the answer.
 
@@ -14,39 +15,24 @@ A demonstration never uses the query's own image.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
+from roadscene.data.examples import VisionTextExample, to_example
+from roadscene.data.images import open_image
 from roadscene.errors import InputError
 
 if TYPE_CHECKING:
     import torch
-    from PIL import Image
 
-    from roadscene.models.base import VisionTextExample
-    from roadscene.train.data import ExampleRecord
+    from roadscene.data.records import ExampleRecord
+    from roadscene.models.base import ImageEmbedder
+    from roadscene.predict.predictor import Predictor
 
 ShotSelection = Literal["random", "similar"]
 SHOT_SELECTIONS: tuple[str, ...] = ("random", "similar")
-
-#: images -> (N, D) embeddings (any scale; they are L2-normalised here).
-ImageEmbedder = Callable[[Sequence["Image.Image"]], "torch.Tensor"]
-
-
-def clip_image_embedder(model: Any, processor: Any) -> ImageEmbedder:
-    """The Flamingo model's frozen CLIP vision tower: pooled (CLS, post-LayerNorm) features."""
-    import torch
-
-    def embed(images: Sequence[Image.Image]) -> torch.Tensor:
-        pixels = processor.pixels(list(images))  # (N, 3, H, W)
-        vision = model.vision_encoder
-        with torch.inference_mode():
-            pooled = vision(pixel_values=pixels.to(vision.device, vision.dtype)).pooler_output
-        return pooled.float().cpu()  # (N, D)
-
-    return embed
 
 
 class ShotSelector:
@@ -90,8 +76,6 @@ class ShotSelector:
     def _embed(self, records: Sequence[ExampleRecord]) -> torch.Tensor:
         import torch
 
-        from roadscene.train.data import open_image
-
         assert self.embed_images is not None
         chunks = []
         for start in range(0, len(records), self.batch_size):
@@ -130,66 +114,41 @@ class ShotSelector:
         self, queries: Sequence[ExampleRecord], examples: Sequence[VisionTextExample]
     ) -> list[VisionTextExample]:
         """`examples` (one per query) with their demonstrations filled in."""
-        from roadscene.train.data import to_example
-
         return [
             replace(example, demonstrations=[to_example(r, with_answer=True) for r in chosen])
             for example, chosen in zip(examples, self.select(queries), strict=True)
         ]
 
 
-def fewshot_predict_options(
-    shots: int,
-    shots_from: str | Path | None,
+def shot_selector(
+    predictor: Predictor,
+    pool_file: Path,
     *,
-    selection: str = "random",
-    seed: int = 0,
-    task: str = "auto",
-    data: str | Path | None = None,
-    image_root: str | Path | None = None,
-) -> dict[str, Any]:
-    """Keyword arguments for `predict_file` implementing `--shots/--shots-from/--shot-selection`
-    (empty for zero-shot). The shot file is read and checked here, before any model work."""
-    from roadscene.io import read_records
-    from roadscene.predict.runner import Predictor, detect_task
-    from roadscene.train.data import load_records
+    task: str,
+    image_root: Path,
+    shots: int,
+    selection: ShotSelection,
+    seed: int,
+) -> ShotSelector:
+    """The selector `predict_file` uses for `--shots K --shots-from FILE`: the shot file is read
+    (answers required) and the family is checked to take demonstrations."""
+    from roadscene.data.records import load_records
 
-    if selection not in SHOT_SELECTIONS:
+    family = predictor.family
+    if not family.supports_demonstrations:
         raise InputError(
-            f"unknown --shot-selection '{selection}'; allowed: {', '.join(SHOT_SELECTIONS)}",
-            field="shot_selection",
+            f"--shots needs a family that takes in-context demonstrations; this model is "
+            f"'{family.name}'",
+            field="shots",
         )
-    if shots < 0:
-        raise InputError(f"--shots must be >= 0, got {shots}", field="shots")
-    if shots == 0:
-        if shots_from is not None:
-            raise InputError("--shots-from needs --shots K (K > 0)", field="shots")
-        return {}
-    if shots_from is None:
-        raise InputError(
-            "--shots needs --shots-from TRAIN_FILE (e.g. bvpi_sft_train.jsonl)", field="shots_from"
-        )
-    shots_from = Path(shots_from)
-    if task == "auto":
-        if data is None:
-            raise InputError("--task auto needs the data file to detect the task", field="task")
-        task = detect_task(read_records(data))
-    root = Path(image_root) if image_root is not None else shots_from.parent
-    pool = load_records(task, shots_from, root, require_answer=True)
-
-    def demonstrations_for(predictor: Predictor) -> Callable[[list, list], list]:
-        if not getattr(predictor.family, "supports_demonstrations", False):
+    embedder = None
+    if selection == "similar":
+        embedder = family.image_embedder(predictor.model, predictor.processor)
+        if embedder is None:
             raise InputError(
-                f"--shots needs a family that takes in-context demonstrations (flamingo); "
-                f"this model is '{predictor.family.name}'",
-                field="shots",
+                f"--shot-selection similar needs an image embedding, which the {family.name} "
+                "family does not offer; use random",
+                field="shot_selection",
             )
-        embedder = (
-            predictor.family.image_embedder(predictor.model, predictor.processor)
-            if selection == "similar"
-            else None
-        )
-        selector = ShotSelector(pool, shots, selection, seed=seed, embed_images=embedder)  # type: ignore[arg-type]
-        return selector.attach
-
-    return {"demonstrations_for": demonstrations_for}
+    pool = load_records(task, pool_file, image_root, require_answer=True)
+    return ShotSelector(pool, shots, selection, seed=seed, embed_images=embedder)

@@ -1,0 +1,144 @@
+"""Data rows of the task files `roadscene data build` writes, read as records (image not yet read).
+
+Tasks
+- `caption`: `captions_{split}.json` (array of {image, caption}); prompt "Describe this road
+  scene."; answer = caption.
+- `bvpi`: `bvpi_sft_{split}.jsonl` (image, prompt, response, ...); answer = response.
+- `annotated`: `bvpi_sft_{split}.jsonl`; the prompt carries the annotation (fields and near/far
+  objects, parsed from the response) as JSON; the answer is the navigation cue for those fields
+  followed by the context caption (annotation-conditioned captioning).
+
+Image paths are resolved against `image_root` (absolute paths are kept).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from roadscene.data.images import resolve_image
+from roadscene.errors import InputError
+from roadscene.io import read_records
+from roadscene.targets import CAPTION_PROMPT, DEFAULT_PROMPT, cue_for_parsed, parse_response
+
+Task = Literal["caption", "bvpi", "annotated"]
+TASKS: tuple[str, ...] = ("caption", "bvpi", "annotated")
+#: Tasks whose answers are structured (fields, objects): grammar, cue and strict metrics apply.
+STRUCTURED_TASKS: tuple[str, ...] = ("bvpi",)
+
+ANNOTATED_PROMPT = (
+    "Annotation: {annotation}\nGiven this annotation, tell a blind pedestrian what to do, then "
+    "describe the scene."
+)
+
+
+@dataclass
+class ExampleRecord:
+    """One data row before its image is read."""
+
+    image: str  # as written in the data file
+    image_path: Path  # resolved
+    prompt: str
+    answer: str | None
+    source: Path
+    line: int
+    meta: dict[str, Any] = field(default_factory=dict)
+    #: whether the prompt came from the row (False: the task's or the model's default prompt)
+    prompt_given: bool = True
+
+
+def task_file(task: str, split: str, data_dir: str | Path) -> Path:
+    """The data file a task reads for a split."""
+    name = f"captions_{split}.json" if task == "caption" else f"bvpi_sft_{split}.jsonl"
+    return Path(data_dir) / name
+
+
+def default_prompt(task: str) -> str:
+    """The prompt of a task's rows that carry none (before any model-specific prompt)."""
+    return CAPTION_PROMPT if task == "caption" else DEFAULT_PROMPT
+
+
+def detect_task(rows: list[tuple[int, dict[str, Any]]]) -> str:
+    """bvpi when rows carry a `response` or a `prompt`, caption when they carry a `caption`."""
+    first = rows[0][1]
+    if "caption" in first and "response" not in first:
+        return "caption"
+    return "bvpi"
+
+
+def _require(record: dict[str, Any], key: str, path: Path, line: int) -> str:
+    value = record.get(key)
+    if not isinstance(value, str) or (key != "caption" and not value):
+        raise InputError(f"missing or non-string '{key}'", path=path, line=line, field=key)
+    return value
+
+
+def annotation_json(response: str) -> tuple[str, str]:
+    """(annotation as compact JSON, answer) for the `annotated` task.
+
+    The annotation (fields, near/far objects with counts and positions) is parsed from the
+    response; the answer is the navigation cue those fields give followed by the context caption.
+    """
+    parsed = parse_response(response)
+    view = parsed.to_dict()
+    annotation = {key: view[key] or "unknown" for key in ("sidewalk", "road", "relation")}
+    annotation |= {"near": view["near"], "far": view["far"]}
+    answer = f"{cue_for_parsed(parsed).text} {parsed.context or ''}".strip()
+    return json.dumps(annotation, separators=(",", ":")), answer
+
+
+def load_records(
+    task: str,
+    file: str | Path,
+    image_root: str | Path,
+    *,
+    limit: int | None = None,
+    require_answer: bool = True,
+    prompt: str | None = None,
+) -> list[ExampleRecord]:
+    """Rows of a task file as records (answers required for training, optional for predict).
+
+    `prompt` is used for rows without a `prompt` of their own (default: the task's prompt); a
+    model trained on another prompt passes its own here.
+    """
+    if task not in TASKS:
+        raise InputError(f"unknown task '{task}'; allowed: {', '.join(TASKS)}", field="task")
+    file = Path(file)
+    fallback = prompt if prompt is not None else default_prompt(task)
+    records: list[ExampleRecord] = []
+    for line, row in read_records(file):
+        image = row.get("image", row.get("image_path"))
+        if not isinstance(image, str) or not image:
+            raise InputError("missing or non-string 'image'", path=file, line=line, field="image")
+        row_prompt = row.get("prompt") if isinstance(row.get("prompt"), str) else None
+        if task == "caption":
+            answer = row.get("caption", row.get("target"))
+            if require_answer:
+                answer = _require(row, "caption" if "caption" in row else "target", file, line)
+        elif task == "bvpi":
+            answer = row.get("response")
+            if require_answer:
+                answer = _require(row, "response", file, line)
+        else:  # annotated: the prompt is built from the row's own answer
+            response = _require(row, "response", file, line)
+            annotation, answer = annotation_json(response)
+            row_prompt = ANNOTATED_PROMPT.format(annotation=annotation)
+        meta = {k: v for k, v in row.items() if k not in {"image", "prompt"}}
+        records.append(
+            ExampleRecord(
+                image=image,
+                image_path=resolve_image(image, image_root),
+                prompt=row_prompt if row_prompt is not None else fallback,
+                answer=answer if isinstance(answer, str) else None,
+                source=file,
+                line=line,
+                meta=meta,
+                # the annotated task's prompt is derived from the row, not a question of its own
+                prompt_given=row_prompt is not None and task != "annotated",
+            )
+        )
+        if limit is not None and len(records) >= limit:
+            break
+    return records

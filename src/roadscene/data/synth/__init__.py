@@ -1,0 +1,39 @@
+"""Synthetic street scenes: a scene sampler (`scenes`), a cheap deterministic renderer (`render`),
+a dataset writer (`writer`) and scenes rendered on the fly for training (`rendered`)."""
+
+from roadscene.data.synth.render import OBJECT_STYLES, ObjectStyle, RenderOptions, render_scene
+from roadscene.data.synth.scenes import (
+    ClassDistribution,
+    SceneDistribution,
+    image_seed,
+    sample_scenes,
+    scene_caption,
+    structured_target,
+)
+from roadscene.data.synth.writer import (
+    SYNTH_SPLITS,
+    SynthResult,
+    annotation_row,
+    annotations_csv_text,
+    split_sizes,
+    write_synth_dataset,
+)
+
+__all__ = [
+    "OBJECT_STYLES",
+    "SYNTH_SPLITS",
+    "ClassDistribution",
+    "ObjectStyle",
+    "RenderOptions",
+    "SceneDistribution",
+    "SynthResult",
+    "annotation_row",
+    "annotations_csv_text",
+    "image_seed",
+    "render_scene",
+    "sample_scenes",
+    "scene_caption",
+    "split_sizes",
+    "structured_target",
+    "write_synth_dataset",
+]

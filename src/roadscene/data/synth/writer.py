@@ -1,0 +1,184 @@
+"""Writing a synthetic dataset: rendered images plus the same files `roadscene data build` writes
+(annotations CSV in the SENSATION layout, captions CSV, SFT / DPO / caption files)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from roadscene.data.synth.render import RenderOptions, render_scene
+from roadscene.data.synth.scenes import (
+    SceneDistribution,
+    image_seed,
+    sample_scenes,
+    scene_caption,
+    structured_target,
+)
+from roadscene.errors import InputError
+from roadscene.schema import (
+    ANNOTATION_COLUMNS,
+    FORM_CLASSES,
+    OBJECT_CLASSES,
+    SceneAnnotation,
+    far_column,
+    near_column,
+)
+
+
+def _form_cell(positions: list[str]) -> str:
+    return "-".join(p.capitalize() for p in positions) if positions else "not present"
+
+
+def annotation_row(scene: SceneAnnotation) -> dict[str, str]:
+    """One annotations.csv row (SENSATION column layout) for a scene; parses back to it."""
+    row = {
+        "image": scene.image,
+        "status": "synthetic",
+        "sidewalk_pos": {"unknown": "Outside"}.get(scene.sidewalk, scene.sidewalk.capitalize()),
+        "road_pos": {"unknown": "Not present"}.get(scene.road, scene.road.capitalize()),
+        "Object_present": "Yes" if any(scene.near.get(c) for c in OBJECT_CLASSES) else "No",
+        "Object_present_outside": "Yes" if any(scene.far.get(c) for c in OBJECT_CLASSES) else "No",
+    }
+    for cls in FORM_CLASSES:
+        row[near_column(cls)] = _form_cell(scene.near.get(cls, []))
+        row[far_column(cls)] = _form_cell(scene.far.get(cls, []))
+    return {column: row[column] for column in ANNOTATION_COLUMNS}
+
+
+def annotations_csv_text(scenes: Iterable[SceneAnnotation]) -> str:
+    """annotations.csv text for scenes."""
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=list(ANNOTATION_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for scene in scenes:
+        writer.writerow(annotation_row(scene))
+    return buffer.getvalue()
+
+
+# --- writing a synthetic dataset ------------------------------------------------------------------
+
+SYNTH_SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+@dataclass
+class SynthResult:
+    """What `write_synth_dataset` wrote."""
+
+    out_dir: Path
+    counts: dict[str, int]
+    scenes: dict[str, list[SceneAnnotation]]
+    report: dict[str, Any]
+
+
+def split_sizes(n: int, val_fraction: float, test_fraction: float) -> dict[str, int]:
+    """Rows per split: test and val rounded, the rest train (train first in index order)."""
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise InputError(
+            f"val and test fractions must be in [0, 1) with a sum below 1; got {val_fraction} "
+            f"and {test_fraction}",
+            field="val_fraction",
+        )
+    test = round(n * test_fraction)
+    val = round(n * val_fraction)
+    return {"train": n - val - test, "val": val, "test": test}
+
+
+def write_synth_dataset(
+    out_dir: str | Path,
+    n: int,
+    *,
+    seed: int = 0,
+    distribution: SceneDistribution | None = None,
+    options: RenderOptions | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    prompt: str | None = None,
+    context: bool = True,
+    source: str = "built-in SENSATION-like distribution",
+    progress: Any = None,
+) -> SynthResult:
+    """Render `n` scenes into `out_dir` and write the same files as `roadscene data build`.
+
+    Layout: `images/synth_{i:06d}.png`, `annotations.csv` (SENSATION columns), `captions.csv`
+    (`image_path,target,split`; the templated caption), `bvpi_sft_{split}.jsonl`,
+    `bvpi_dpo_{train,val}.jsonl`, `captions_{split}.json` and `synth_report.json`. Image paths
+    in the data files are relative to `out_dir` (use it as the image root). With
+    `context=False` the responses end after `Nearby:`/`Far:` (no `Context:` caption).
+    `progress(k)` is called after every k images. The folder is written atomically.
+    """
+    from PIL import Image
+
+    from roadscene.data.build import CaptionRow, _write_jsonl, dpo_record, sft_record
+    from roadscene.io import atomic_dir, dumps_line
+    from roadscene.targets import DEFAULT_PROMPT
+
+    if n < 1:
+        raise InputError(f"--n must be at least 1; got {n}", field="n")
+    distribution = distribution or SceneDistribution.builtin()
+    options = options or RenderOptions()
+    prompt = DEFAULT_PROMPT if prompt is None else prompt
+    sizes = split_sizes(n, val_fraction, test_fraction)
+    split_of = [s for s in SYNTH_SPLITS for _ in range(sizes[s])]
+
+    scenes: dict[str, list[SceneAnnotation]] = {s: [] for s in SYNTH_SPLITS}
+    sft: dict[str, list[dict[str, Any]]] = {s: [] for s in SYNTH_SPLITS}
+    dpo: dict[str, list[dict[str, Any]]] = {s: [] for s in ("train", "val")}
+    plain: dict[str, list[dict[str, str]]] = {s: [] for s in SYNTH_SPLITS}
+    captions_csv = io.StringIO(newline="")
+    caption_writer = csv.writer(captions_csv, lineterminator="\n")
+    caption_writer.writerow(["image_path", "target", "split"])
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "images").mkdir()
+        for index, scene in enumerate(sample_scenes(distribution, n, seed)):
+            split = split_of[index]
+            pixels = render_scene(scene, image_seed(seed, index), options)
+            Image.fromarray(pixels).save(tmp / "images" / scene.image, compress_level=1)
+            caption = scene_caption(scene)
+            row = CaptionRow(index + 2, f"images/{scene.image}", caption, split)
+            record = sft_record(row, scene, prompt)
+            if not context:
+                record["response"] = structured_target(scene)
+            scenes[split].append(scene)
+            sft[split].append(record)
+            plain[split].append({"image": row.image, "caption": caption})
+            caption_writer.writerow([row.image, caption, split])
+            if split in dpo:
+                pair = dpo_record(record, caption)
+                if pair is not None:
+                    dpo[split].append(pair)
+            if progress is not None and (index + 1) % 100 == 0:
+                progress(100)
+        if progress is not None and n % 100:
+            progress(n % 100)
+        all_scenes = [s for split in SYNTH_SPLITS for s in scenes[split]]
+        (tmp / "annotations.csv").write_text(annotations_csv_text(all_scenes), encoding="utf-8")
+        (tmp / "captions.csv").write_text(captions_csv.getvalue(), encoding="utf-8")
+        for split in SYNTH_SPLITS:
+            _write_jsonl(tmp / f"bvpi_sft_{split}.jsonl", sft[split])
+            with open(tmp / f"captions_{split}.json", "w", encoding="utf-8") as handle:
+                json.dump(plain[split], handle, ensure_ascii=False, indent=1)  # as `data build`
+                handle.write("\n")
+        for split, rows in dpo.items():
+            _write_jsonl(tmp / f"bvpi_dpo_{split}.jsonl", rows)
+        report = {
+            "n": n,
+            "seed": seed,
+            "distribution": source,
+            "render": options.model_dump(),
+            "splits": sizes,
+            "prompt": prompt,
+            "context": context,
+            "images_with_near_objects": sum(
+                1 for s in all_scenes if any(s.near[c] for c in OBJECT_CLASSES)
+            ),
+        }
+        with open(tmp / "synth_report.json", "w", encoding="utf-8") as handle:
+            handle.write(dumps_line(report) + "\n")
+    return SynthResult(out_dir=out_dir, counts=sizes, scenes=scenes, report=report)
+

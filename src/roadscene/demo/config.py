@@ -1,0 +1,110 @@
+"""What the demo does (`DemoConfig`), its bar, and what it measured (`DemoResult`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DEMO_PROMPT = "Describe the scene for a blind pedestrian."
+# The default training budget and its step count (measured step times: docs/performance.md).
+# `--minutes M` scales the step count (fixed steps keep a run reproducible); the wall clock caps
+# training at M minutes on slower machines.
+DEFAULT_MINUTES = 8.5
+DEFAULT_STEPS = 910
+SUMMARY_FILE = "demo_summary.json"
+
+# The demo's bar, checked on the synthetic test split.
+BAR: dict[str, float] = {
+    "sidewalk accuracy": 0.90,
+    "road accuracy": 0.90,
+    "close-object recall (micro)": 0.80,
+    "close-object precision (micro)": 0.80,
+}
+
+
+class DemoConfig(BaseModel):
+    """Everything the demo does, with defaults that meet the bar on a 2-core CPU."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    out: Path = Field(Path("runs/demo"), description="Output folder.")
+    family: str = Field(
+        "smolvlm", description="Model family; its `demo_sizes` give the model's sizes."
+    )
+    seed: int = Field(0, description="Seed of data, initialisation and training.")
+    minutes: float = Field(
+        DEFAULT_MINUTES,
+        gt=0,
+        description="Training budget in minutes: sets the step count and caps time.",
+    )
+    steps: int | None = Field(
+        None, ge=1, description="Optimiser steps (default: 910 x minutes / 8.5)."
+    )
+    batch_size: int = Field(32, ge=1, description="Training batch size.")
+    learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW).")
+    warmup_steps: int = Field(60, ge=0, description="Linear warm-up steps, then cosine decay.")
+    object_rate: float = Field(
+        0.8,
+        gt=0,
+        lt=1,
+        description="Training images with at least one close object (test keeps the SENSATION "
+        "rate, about 0.44).",
+    )
+    n_train: int = Field(400, ge=1, description="Train images written to disk (baseline, files).")
+    n_val: int = Field(50, ge=1, description="Val images written to disk.")
+    n_test: int = Field(300, ge=1, description="Held-out test images (the bar is measured here).")
+    threads: int = Field(2, ge=1, description="torch CPU threads (fixed for reproducibility).")
+    predict_batch_size: int = Field(100, ge=1, description="Generation batch size.")
+    max_new_tokens: int = Field(96, ge=8, description="Generation length limit.")
+    gallery_size: int = Field(12, ge=0, description="Test images shown in gallery.html.")
+    caption_metrics: bool = Field(True, description="Run the caption metrics (needs Java).")
+    resume: bool = Field(
+        False,
+        description="Continue a stopped demo in `out` with the same settings: keep its data and "
+        "model, resume training from the newest checkpoint, predict only the missing lines.",
+    )
+    sizes: dict[str, Any] = Field(
+        default_factory=dict, description="Model sizes on top of the family's demo sizes."
+    )
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, value: str) -> str:
+        from roadscene.models import list_families
+
+        if value not in list_families():
+            raise ValueError(f"unknown family '{value}'; allowed: {', '.join(list_families())}")
+        return value
+
+    def model_sizes(self) -> dict[str, Any]:
+        """The model's sizes: the family's demo sizes with `sizes` on top (validated)."""
+        from roadscene.models import get_family
+
+        family = get_family(self.family)
+        return family.sizes({**family.demo_sizes, **self.sizes}).model_dump()
+
+    def train_steps(self) -> int:
+        return (
+            self.steps
+            if self.steps is not None
+            else max(1, round(DEFAULT_STEPS * self.minutes / DEFAULT_MINUTES))
+        )
+
+
+@dataclass
+class DemoResult:
+    """What the demo measured and where it wrote it."""
+
+    out: Path
+    metrics: dict[str, float | None]
+    seconds: dict[str, float]
+    steps_done: int
+    steps_planned: int
+    stopped_by_budget: bool
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def passes_bar(self) -> bool:
+        return all((self.metrics.get(name) or 0.0) >= low for name, low in BAR.items())

@@ -1,0 +1,76 @@
+"""The annotation schema: normalised values, the annotation form and the scene view, and the
+readers of annotation files. Layer 1: imports only `roadscene.errors` and `roadscene.io`."""
+
+from __future__ import annotations
+
+from roadscene.schema.annotation import (
+    AnnotationForm,
+    FormPosition,
+    ObjectsOnSidewalk,
+    ObjectsOutsideSidewalk,
+    SceneAnnotation,
+    form_json_schema,
+)
+from roadscene.schema.tables import (
+    AnnotationTable,
+    RowIssue,
+    read_annotation_json,
+    read_annotations_csv,
+    read_csv_rows,
+    scene_from_csv_row,
+    validate_annotation_json,
+    validate_annotation_row,
+)
+from roadscene.schema.values import (
+    ANNOTATION_COLUMNS,
+    FORM_CLASSES,
+    NORMALISED_POSITIONS,
+    OBJECT_CLASSES,
+    POSITIONS,
+    RELATION_VALUES,
+    REQUIRED_COLUMNS,
+    ROAD_VALUES,
+    SIDEWALK_VALUES,
+    VEGETATION_CLASSES,
+    cell_is_valid,
+    far_column,
+    image_key,
+    near_column,
+    normalize_position,
+    parse_object_cell,
+    road_vs_sidewalk,
+)
+
+__all__ = [
+    "ANNOTATION_COLUMNS",
+    "AnnotationForm",
+    "AnnotationTable",
+    "FORM_CLASSES",
+    "FormPosition",
+    "NORMALISED_POSITIONS",
+    "OBJECT_CLASSES",
+    "ObjectsOnSidewalk",
+    "ObjectsOutsideSidewalk",
+    "POSITIONS",
+    "RELATION_VALUES",
+    "REQUIRED_COLUMNS",
+    "ROAD_VALUES",
+    "RowIssue",
+    "SIDEWALK_VALUES",
+    "SceneAnnotation",
+    "VEGETATION_CLASSES",
+    "cell_is_valid",
+    "far_column",
+    "form_json_schema",
+    "image_key",
+    "near_column",
+    "normalize_position",
+    "parse_object_cell",
+    "read_annotation_json",
+    "read_annotations_csv",
+    "read_csv_rows",
+    "road_vs_sidewalk",
+    "scene_from_csv_row",
+    "validate_annotation_json",
+    "validate_annotation_row",
+]

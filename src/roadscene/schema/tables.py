@@ -1,0 +1,240 @@
+"""Reading annotations: the annotations CSV (row defects collected with line numbers) and
+annotation JSON files (the form)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from roadscene.errors import InputError
+from roadscene.io import read_text
+from roadscene.schema.annotation import AnnotationForm, SceneAnnotation
+from roadscene.schema.values import (
+    FORM_CLASSES,
+    OBJECT_CLASSES,
+    REQUIRED_COLUMNS,
+    cell_is_valid,
+    far_column,
+    image_key,
+    near_column,
+    parse_object_cell,
+)
+
+
+@dataclass(frozen=True)
+class RowIssue:
+    """A row-level defect: reported with file and line, counted, never silently dropped."""
+
+    path: str
+    line: int
+    kind: Literal["malformed", "unknown_value", "duplicate", "missing_value", "bad_split"]
+    message: str
+    image: str | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}"
+        if self.field:
+            where += f": field '{self.field}'"
+        return f"{where}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "line": self.line,
+            "kind": self.kind,
+            "image": self.image,
+            "field": self.field,
+            "message": self.message,
+        }
+
+
+@dataclass
+class AnnotationTable:
+    """All annotations of a CSV, de-duplicated by image base name (first row wins)."""
+
+    path: str
+    scenes: dict[str, SceneAnnotation] = field(default_factory=dict)
+    lines: dict[str, int] = field(default_factory=dict)
+    issues: list[RowIssue] = field(default_factory=list)
+    row_count: int = 0
+
+
+_IMAGE_NAME = re.compile(r".+\.(jpe?g|png|webp|bmp)$", re.IGNORECASE)
+_FORM_SIDEWALK = {"Left", "Center", "Right", "Outside"}
+_FORM_ROAD = {"Not present", "Left", "Front", "Right"}
+_FORM_YES_NO = {"Yes", "No"}
+
+
+def read_csv_rows(
+    path: str | Path, required: tuple[str, ...], what: str
+) -> list[tuple[int, dict[str, str]]]:
+    """Read a CSV as (first line number, row) pairs.
+
+    File-level problems (missing file, non-UTF-8 bytes, empty file, missing column) raise an
+    InputError naming the file (and column). Line numbers count the header as line 1 and follow
+    quoted multi-line fields.
+    """
+    text = read_text(path)
+    if not text.strip():
+        raise InputError(f"{what} file is empty", path=path)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = reader.fieldnames or []
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise InputError(
+            f"missing column '{missing[0]}'"
+            + (
+                f" (and {len(missing) - 1} more: {', '.join(missing[1:])})"
+                if len(missing) > 1
+                else ""
+            ),
+            path=path,
+            field=None,
+        )
+    rows: list[tuple[int, dict[str, str]]] = []
+    start = reader.line_num + 1
+    for row in reader:
+        rows.append((start, {k: (v if v is not None else "") for k, v in row.items() if k}))
+        start = reader.line_num + 1
+    if not rows:
+        raise InputError(f"{what} file has a header but no rows", path=path)
+    return rows
+
+
+def validate_annotation_row(row: dict[str, str], path: str, line: int) -> list[RowIssue]:
+    """Row-level defects of one annotations.csv row (the form's vocabulary is the reference)."""
+    issues: list[RowIssue] = []
+    image = row.get("image", "")
+    if not _IMAGE_NAME.match(image.strip()):
+        issues.append(
+            RowIssue(
+                path,
+                line,
+                "malformed",
+                f"malformed row: image '{image}' is not an image file name (columns shifted?)",
+                image=image,
+                field="image",
+            )
+        )
+    checks = [
+        ("sidewalk_pos", _FORM_SIDEWALK),
+        ("road_pos", _FORM_ROAD),
+        ("Object_present", _FORM_YES_NO),
+        ("Object_present_outside", _FORM_YES_NO),
+    ]
+    for column, allowed in checks:
+        if column not in row:
+            continue
+        value = row[column]
+        if value.strip() == "":
+            issues.append(
+                RowIssue(path, line, "missing_value", "empty value", image=image, field=column)
+            )
+        elif value not in allowed:
+            issues.append(
+                RowIssue(
+                    path,
+                    line,
+                    "unknown_value",
+                    f"unknown value '{value}' (allowed: {', '.join(sorted(allowed))})",
+                    image=image,
+                    field=column,
+                )
+            )
+    for cls in FORM_CLASSES:
+        for column in (near_column(cls), far_column(cls)):
+            value = row.get(column)
+            if value is not None and not cell_is_valid(value):
+                issues.append(
+                    RowIssue(
+                        path,
+                        line,
+                        "unknown_value",
+                        f"unknown value '{value}' (allowed: "
+                        "not present, or Left/Center/Right joined by '-')",
+                        image=image,
+                        field=column,
+                    )
+                )
+    return issues
+
+
+def scene_from_csv_row(row: dict[str, str]) -> SceneAnnotation:
+    """The normalised scene of one annotations.csv row (normalisation never fails)."""
+    return SceneAnnotation.build(
+        image=image_key(row.get("image", "")),
+        sidewalk=row.get("sidewalk_pos"),
+        road=row.get("road_pos"),
+        near={c: parse_object_cell(row.get(near_column(c))) for c in OBJECT_CLASSES},
+        far={c: parse_object_cell(row.get(far_column(c))) for c in OBJECT_CLASSES},
+    )
+
+
+def read_annotations_csv(path: str | Path) -> AnnotationTable:
+    """Read annotations.csv: normalised scenes keyed by image base name, first row wins.
+
+    Row-level defects (unknown values, malformed rows, duplicates) are collected in `.issues`
+    with line numbers; they do not stop reading.
+    """
+    path = Path(path)
+    table = AnnotationTable(path=str(path))
+    for line, row in read_csv_rows(path, REQUIRED_COLUMNS, "annotations"):
+        table.row_count += 1
+        table.issues.extend(validate_annotation_row(row, str(path), line))
+        key = image_key(row["image"])
+        if key in table.scenes:
+            table.issues.append(
+                RowIssue(
+                    str(path),
+                    line,
+                    "duplicate",
+                    f"duplicate annotation of '{key}' (first "
+                    f"at line {table.lines[key]}; first row wins)",
+                    image=key,
+                    field="image",
+                )
+            )
+            continue
+        table.scenes[key] = scene_from_csv_row(row)
+        table.lines[key] = line
+    return table
+
+
+def read_annotation_json(path: str | Path) -> AnnotationForm:
+    """Read and validate one annotation JSON file (the form)."""
+    path = Path(path)
+    text = read_text(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"malformed JSON: {err.msg}", path=path, line=err.lineno) from None
+    try:
+        return AnnotationForm.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise InputError(first["msg"], path=path, field=loc) from None
+
+
+def validate_annotation_json(path: str | Path) -> list[str]:
+    """Every problem of an annotation JSON file, one message each (empty list when valid)."""
+    path = Path(path)
+    try:
+        data = json.loads(read_text(path))
+    except json.JSONDecodeError as err:
+        return [f"{path}:{err.lineno}: malformed JSON: {err.msg}"]
+    try:
+        AnnotationForm.model_validate(data)
+    except ValidationError as err:
+        return [
+            f"{path}: field '{'.'.join(str(p) for p in e['loc'])}': {e['msg']}"
+            for e in err.errors()
+        ]
+    return []

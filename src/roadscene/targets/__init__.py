@@ -1,0 +1,48 @@
+"""The answer format: rendering and parsing the structured answer (`answer`), the navigation cue
+derived from its fields (`cue`) and its grammar for constrained decoding (`grammar`).
+Layer 2: imports only `roadscene.schema` below it."""
+
+from roadscene.targets.answer import (
+    CAPTION_PROMPT,
+    DEFAULT_PROMPT,
+    NO_NEARBY,
+    OBJECT_NAMES,
+    ObjectMention,
+    ParsedResponse,
+    describe_positions,
+    header_text,
+    object_phrase,
+    parse_response,
+    render_response,
+    scene_from_parsed,
+)
+from roadscene.targets.cue import (
+    CUE_ACTIONS,
+    NavigationCue,
+    cue_for_parsed,
+    cue_for_scene,
+    navigation_cue,
+)
+from roadscene.targets.grammar import GrammarOptions, answer_grammar
+
+__all__ = [
+    "CAPTION_PROMPT",
+    "CUE_ACTIONS",
+    "DEFAULT_PROMPT",
+    "NO_NEARBY",
+    "OBJECT_NAMES",
+    "GrammarOptions",
+    "NavigationCue",
+    "ObjectMention",
+    "ParsedResponse",
+    "answer_grammar",
+    "cue_for_parsed",
+    "cue_for_scene",
+    "describe_positions",
+    "header_text",
+    "navigation_cue",
+    "object_phrase",
+    "parse_response",
+    "render_response",
+    "scene_from_parsed",
+]
