@@ -14,7 +14,7 @@ from roadscene.errors import InputError
 from roadscene.train.config import TrainConfig, load_config
 from roadscene.train.runner import run_training
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "configs" / "tiny-flamingo.yaml"
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

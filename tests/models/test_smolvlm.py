@@ -8,9 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
+from roadscene.data.examples import VisionTextExample
 from roadscene.errors import InputError
 from roadscene.models import get_family, list_families
-from roadscene.models.base import IGNORE_INDEX, VisionTextExample
+from roadscene.models.base import IGNORE_INDEX
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -8,12 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
+from roadscene.data.examples import VisionTextExample
+from roadscene.data.records import ExampleRecord
 from roadscene.errors import InputError
-from roadscene.models.base import IGNORE_INDEX, VisionTextExample
+from roadscene.models.base import IGNORE_INDEX
 from roadscene.models.flamingo.family import FlamingoFamily, prompt_text
-from roadscene.models.flamingo.fewshot import ShotSelector
+from roadscene.predict.fewshot import ShotSelector
 from roadscene.targets import CAPTION_PROMPT
-from roadscene.train.data import ExampleRecord
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -162,7 +163,7 @@ def _bvpi_file(path: Path, shades: list[int]) -> Path:
 def test_predict_file_with_shots_and_zero_shot(tiny_flamingo_dir: Path, tmp_path: Path) -> None:
     import json
 
-    from roadscene.models.flamingo.fewshot import fewshot_predict_options
+    from roadscene.predict.fewshot import fewshot_predict_options
     from roadscene.predict.runner import predict_file
 
     train = _bvpi_file(tmp_path / "train" / "bvpi_sft_train.jsonl", [0, 60, 120, 180])
@@ -189,7 +190,7 @@ def test_predict_file_with_shots_and_zero_shot(tiny_flamingo_dir: Path, tmp_path
 
 
 def test_shot_options_are_checked_before_any_model_work(tmp_path: Path) -> None:
-    from roadscene.models.flamingo.fewshot import fewshot_predict_options
+    from roadscene.predict.fewshot import fewshot_predict_options
 
     test = _bvpi_file(tmp_path / "bvpi_sft_test.jsonl", [1])
     with pytest.raises(InputError, match="--shots needs --shots-from"):

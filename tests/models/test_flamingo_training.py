@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from roadscene.models.base import IGNORE_INDEX, TrainingCollator, VisionTextExample
+from roadscene.data.examples import VisionTextExample
+from roadscene.models.base import IGNORE_INDEX
 from roadscene.models.flamingo.family import FlamingoFamily
 from roadscene.models.flamingo.recipe import FIELD_LABELS, FlamingoTrainingSection
 from roadscene.models.flamingo.tiny import build_tiny_flamingo
@@ -19,6 +20,7 @@ from roadscene.models.flamingo.training import (
     parameter_groups,
     prepare_for_training,
 )
+from roadscene.train.collator import TrainingCollator
 
 ANSWERS = [
     "Sidewalk: left. Road: right. RoadVsSidewalk: right_of. Nearby: a person close on the left.",

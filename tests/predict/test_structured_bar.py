@@ -10,10 +10,10 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from roadscene.predict.structured import structured_predict_options
 
 from roadscene.models import list_families
 from roadscene.predict.runner import predict_file
-from roadscene.predict.structured import structured_predict_options
 from roadscene.schema import (
     OBJECT_CLASSES,
     POSITIONS,

@@ -7,7 +7,9 @@ import itertools
 
 import pytest
 
-from roadscene.predict.cue import (
+from roadscene.schema import OBJECT_CLASSES, POSITIONS, RELATION_VALUES, SceneAnnotation
+from roadscene.targets import OBJECT_NAMES, parse_response, render_response
+from roadscene.targets.cue import (
     CUE_ACTIONS,
     PATH_CLEAR,
     cue_for_parsed,
@@ -15,8 +17,6 @@ from roadscene.predict.cue import (
     navigation_cue,
     road_sides,
 )
-from roadscene.schema import OBJECT_CLASSES, POSITIONS, RELATION_VALUES, SceneAnnotation
-from roadscene.targets import OBJECT_NAMES, parse_response, render_response
 
 SIDEWALKS = ("left", "center", "right", "front", "unknown")  # every value SceneAnnotation allows
 ROADS = ("left", "center", "right", "front", "unknown")

@@ -18,7 +18,7 @@ from roadscene.errors import InputError
 from roadscene.train.config import TrainConfig, load_config
 from roadscene.train.runner import run_training
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "configs" / "tiny-smolvlm.yaml"
 
 
@@ -110,8 +110,9 @@ def test_batched_equals_one_by_one_greedy(
 def test_save_reload_identical_logits(
     overfit_run: Path, tiny_bvpi_dir: Path, tmp_path: Path
 ) -> None:
+    from roadscene.data.examples import to_example
+    from roadscene.data.records import load_records
     from roadscene.models import get_family
-    from roadscene.train.data import load_records, to_example
 
     family = get_family("smolvlm")
     loaded = family.load(overfit_run)
@@ -156,8 +157,9 @@ def test_resume_equals_uninterrupted(
     assert moved, "LoRA B matrices never left zero: nothing was trained"
 
     # LoRA merged into the base gives the same logits as base + adapter
+    from roadscene.data.examples import to_example
+    from roadscene.data.records import load_records
     from roadscene.models import get_family
-    from roadscene.train.data import load_records, to_example
 
     family = get_family("smolvlm")
     loaded = family.load(tiny_smolvlm_dir, adapter=straight.model_dir)
@@ -259,7 +261,7 @@ def test_torchrun_two_cpu_processes(
 
 
 def test_task_rows_caption_and_annotated(tiny_bvpi_dir: Path, tmp_path: Path) -> None:
-    from roadscene.train.data import load_records, task_file
+    from roadscene.data.records import load_records, task_file
 
     captions = [{"image": f"images/{i}.png", "caption": f"Scene {i}."} for i in range(3)]
     (tmp_path / "captions_train.json").write_text(json.dumps(captions))
@@ -280,8 +282,8 @@ def test_task_rows_caption_and_annotated(tiny_bvpi_dir: Path, tmp_path: Path) ->
         "far": {},
     }
     # the answer: the navigation cue of those fields, then the context caption (none here)
-    from roadscene.predict.cue import cue_for_parsed
     from roadscene.targets import parse_response
+    from roadscene.targets.cue import cue_for_parsed
 
     expected_cue = cue_for_parsed(parse_response(json.loads(
         (tiny_bvpi_dir / "bvpi_sft_train.jsonl").read_text().splitlines()[2])["response"])).text  # fmt: skip

@@ -10,7 +10,7 @@ import pytest
 from roadscene.errors import InputError
 from roadscene.train.config import TrainConfig, load_config, read_saved_config, save_config
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("recipe", CONFIGS, ids=[p.name for p in CONFIGS])
@@ -22,7 +22,7 @@ def test_every_recipe_loads(recipe: Path) -> None:
 
 def test_published_caption_recipe_values() -> None:
     config = load_config(
-        Path(__file__).resolve().parents[1] / "configs/smolvlm2-2.2b-caption-lora.yaml"
+        Path(__file__).resolve().parents[2] / "configs/smolvlm2-2.2b-caption-lora.yaml"
     )
     assert config.data.task == "caption"
     assert (config.train.learning_rate, config.train.num_epochs) == (2e-4, 3)

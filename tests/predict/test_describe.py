@@ -12,9 +12,9 @@ import pytest
 
 from roadscene.errors import InputError
 from roadscene.predict import speech
-from roadscene.predict.cue import cue_for_parsed
 from roadscene.schema import form_json_schema
 from roadscene.targets import parse_response
+from roadscene.targets.cue import cue_for_parsed
 
 # tiny models gain nothing from threads; on a shared box one thread avoids oversubscription
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from roadscene.bench import costs
 from roadscene.bench.gpu import evaluate_goals, parameter_summary
 from roadscene.bench.subjects import build_subject, smolvlm_processor
 from roadscene.errors import InputError
+from roadscene.models import costs
 from roadscene.models.arch import list_archs, load_arch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_arch_registry_lists_files_and_rejects_unknown_names() -> None:
@@ -97,8 +97,8 @@ def test_smolvlm_processor_settings_give_the_expected_image_tokens(
     """transformers' SmolVLM image processor (no weights) with the stored settings, on a
     512 x 512 image, through the family's `encode`."""
     from roadscene.bench.subjects import bench_image
+    from roadscene.data.examples import VisionTextExample
     from roadscene.models import get_family
-    from roadscene.models.base import VisionTextExample
 
     arch = load_arch(arch_name)
     processor = smolvlm_processor(smolvlm_base_processor, arch, longest_edge)

@@ -9,7 +9,6 @@ import random
 import jsonschema
 import pytest
 import torch
-
 from roadscene.predict.structured import (
     GrammarLogitsProcessor,
     GrammarOptions,
@@ -20,6 +19,7 @@ from roadscene.predict.structured import (
     prediction_views,
     structured_logits_processor,
 )
+
 from roadscene.schema import (
     OBJECT_CLASSES,
     POSITIONS,
