@@ -168,7 +168,12 @@ def parameter_summary(arch_name: str) -> dict[str, Any]:
     """Parameter counts of an architecture built on the meta device (no memory), by part."""
     arch = load_arch(arch_name)
     model = meta_model(arch)
-    parts = {name: sum(p.numel() for p in child.parameters()) for name, child in _parts(model)}
+    counted: set[int] = set()  # a tied head shares its embedding: count each tensor once
+    parts: dict[str, int] = {}
+    for name, child in _parts(model):
+        fresh = [p for p in child.parameters() if id(p) not in counted]
+        counted.update(id(p) for p in fresh)
+        parts[name] = sum(p.numel() for p in fresh)
     summary: dict[str, Any] = {"total": costs.count_parameters(model)["total"], "parts": parts}
     summary.update(get_family(arch.family).recipe_trainable(model) or {})
     return summary

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 # name -> "module:Class" (lazy: importing torch/transformers only when a family is used)
 _FAMILIES: dict[str, str] = {
     "smolvlm": "roadscene.models.smolvlm:SmolVLMFamily",
+    "qwen3vl": "roadscene.models.qwen3vl:Qwen3VLFamily",
     "flamingo": "roadscene.models.flamingo.family:FlamingoFamily",
 }
 

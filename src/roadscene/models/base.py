@@ -84,6 +84,8 @@ class ModelFamily(abc.ABC):
     demo_finetune: ClassVar[dict[str, Any] | None] = {"method": "full"}
     #: Floating-point image tensors of a batch (cast to the model's dtype before a forward).
     image_keys: ClassVar[tuple[str, ...]] = ()
+    #: Other per-token tensors of an encoded example (T,), padded with 0 like `attention_mask`.
+    token_keys: ClassVar[tuple[str, ...]] = ()
     #: Whether `encode` puts `VisionTextExample.demonstrations` (few-shot) before the query.
     supports_demonstrations: ClassVar[bool] = False
     #: Pydantic model validating the recipe's `family_options` section (None: takes none).
@@ -226,8 +228,9 @@ class ModelFamily(abc.ABC):
         pad_to_length: int | None = None,
     ) -> dict[str, torch.Tensor]:
         """Pad encoded features into one batch (dynamic padding unless `pad_to_length`):
-        `input_ids` with the pad id, `attention_mask` with 0, `labels` (when every example has
-        them) with IGNORE_INDEX, so padding never carries loss; images by `collate_images`."""
+        `input_ids` with the pad id, `attention_mask` and the `token_keys` with 0, `labels` (when
+        every example has them) with IGNORE_INDEX, so padding never carries loss; images by
+        `collate_images`."""
 
         def pad(key: str, value: int) -> torch.Tensor:
             return pad_sequences(
@@ -238,6 +241,8 @@ class ModelFamily(abc.ABC):
             "input_ids": pad("input_ids", self.pad_token_id(processor)),
             "attention_mask": pad("attention_mask", 0),
         }
+        for key in self.token_keys:
+            batch[key] = pad(key, 0)
         if all("labels" in f for f in features):
             batch["labels"] = pad("labels", IGNORE_INDEX)
         batch.update(self.collate_images(processor, features))

@@ -10,13 +10,29 @@ from typing import Any
 from roadscene.errors import InputError
 
 
-def train_bpe(texts: Sequence[str], *, vocab_size: int, special_tokens: Sequence[str]) -> Any:
+def train_bpe(
+    texts: Sequence[str],
+    *,
+    vocab_size: int,
+    special_tokens: Sequence[str],
+    split_pattern: str | None = None,
+) -> Any:
     """A byte-level BPE `tokenizers.Tokenizer` trained on `texts`; `special_tokens` take the first
-    ids, in order."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    ids, in order. `split_pattern` is a pre-tokenizer regex applied before the byte-level step
+    (as GPT-4 / Qwen tokenizers split words, numbers and punctuation), with NFC normalisation."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if split_pattern is None:
+        bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    else:
+        bpe.normalizer = normalizers.NFC()
+        bpe.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(split_pattern), behavior="isolated", invert=False),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
     bpe.decoder = decoders.ByteLevel()
     bpe.train_from_iterator(
         list(texts),
