@@ -163,16 +163,20 @@ def _bvpi_file(path: Path, shades: list[int]) -> Path:
 def test_predict_file_with_shots_and_zero_shot(tiny_flamingo_dir: Path, tmp_path: Path) -> None:
     import json
 
-    from roadscene.predict.fewshot import fewshot_predict_options
+    from roadscene.predict.predictor import ModelCard
     from roadscene.predict.runner import predict_file
+    from roadscene.predict.settings import PredictSettings
 
     train = _bvpi_file(tmp_path / "train" / "bvpi_sft_train.jsonl", [0, 60, 120, 180])
     test = _bvpi_file(tmp_path / "test" / "bvpi_sft_test.jsonl", [30, 200, 90])
-    settings = {"batch_size": 2, "max_new_tokens": 4, "progress": False}
+    card = ModelCard.read(tiny_flamingo_dir)
+    common = {"batch_size": 2, "max_new_tokens": 4}
     outputs = []
     for name in ("a", "b"):
-        options = fewshot_predict_options(2, train, selection="random", seed=3, data=test)
-        predict_file(tiny_flamingo_dir, test, tmp_path / f"{name}.jsonl", **settings, **options)
+        settings = PredictSettings(
+            **common, shots=2, shots_from=train, shot_selection="random", shot_seed=3
+        )
+        predict_file(test, tmp_path / f"{name}.jsonl", card, settings, progress=False)
         outputs.append(
             [json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
         )
@@ -180,28 +184,35 @@ def test_predict_file_with_shots_and_zero_shot(tiny_flamingo_dir: Path, tmp_path
     train_images = {f"bvpi_sft_train-{i}.png" for i in range(4)}
     for row in outputs[0]:
         assert len(row["shots"]) == 2 and set(row["shots"]) <= train_images
-    similar = fewshot_predict_options(1, train, selection="similar", data=test)
-    predict_file(tiny_flamingo_dir, test, tmp_path / "s.jsonl", **settings, **similar)
+    similar = PredictSettings(**common, shots=1, shots_from=train, shot_selection="similar")
+    predict_file(test, tmp_path / "s.jsonl", card, similar, progress=False)
     rows = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
     assert [len(row["shots"]) for row in rows] == [1, 1, 1]
-    predict_file(tiny_flamingo_dir, test, tmp_path / "zero.jsonl", **settings)
+    predict_file(test, tmp_path / "zero.jsonl", card, PredictSettings(**common), progress=False)
     zero = [json.loads(line) for line in (tmp_path / "zero.jsonl").read_text().splitlines()]
     assert len(zero) == 3 and all("shots" not in row for row in zero)
 
 
 def test_shot_options_are_checked_before_any_model_work(tmp_path: Path) -> None:
-    from roadscene.predict.fewshot import fewshot_predict_options
+    from roadscene.predict.predictor import ModelCard
+    from roadscene.predict.runner import predict_file
+    from roadscene.predict.settings import PredictSettings
 
     test = _bvpi_file(tmp_path / "bvpi_sft_test.jsonl", [1])
+    # No model behind this card: any model work would fail differently.
+    card = ModelCard(base=str(tmp_path / "no-model"), adapter=None, family="flamingo")
+    out = tmp_path / "out.jsonl"
     with pytest.raises(InputError, match="--shots needs --shots-from"):
-        fewshot_predict_options(2, None, data=test)
+        predict_file(test, out, card, PredictSettings(shots=2), progress=False)
     with pytest.raises(InputError, match="--shots-from needs --shots"):
-        fewshot_predict_options(0, test, data=test)
+        predict_file(test, out, card, PredictSettings(shots=0, shots_from=test), progress=False)
     with pytest.raises(
-        InputError, match="unknown --shot-selection 'nearest'; allowed: random, similar"
+        InputError, match=r"--shot-selection: .*'random' or 'similar' \(got 'nearest'\)"
     ):
-        fewshot_predict_options(2, test, selection="nearest", data=test)
-    assert fewshot_predict_options(0, None, data=test) == {}
+        PredictSettings.from_options(shots=2, shots_from=test, shot_selection="nearest")
+    assert not out.exists()
+    zero_shot = PredictSettings.from_options(shots=0, shots_from=None).for_task("bvpi")
+    assert (zero_shot.shots, zero_shot.shots_from) == (0, None)
 
 
 def test_tiny_flamingo_takes_size_options_and_refuses_unknown_ones(tmp_path):
@@ -209,11 +220,13 @@ def test_tiny_flamingo_takes_size_options_and_refuses_unknown_ones(tmp_path):
     from roadscene.models.flamingo.configuration_flamingo import FlamingoConfig
 
     family = get_family("flamingo")
-    out = family.build_tiny(tmp_path / "m", image_size=48, patch_size=12, num_latents=4)
+    out = family.build_tiny(
+        tmp_path / "m", sizes={"image_size": 48, "patch_size": 12, "num_latents": 4}
+    )
     config = FlamingoConfig.from_pretrained(out)
     assert (config.vision_config.image_size, config.vision_config.patch_size) == (48, 12)
     assert config.perceiver_num_latents == 4
     loaded = family.load(str(out))
     assert loaded.processor.image_processor.crop_size["height"] == 48
     with pytest.raises(InputError, match="scale_factor"):
-        family.build_tiny(tmp_path / "n", scale_factor=2)
+        family.build_tiny(tmp_path / "n", sizes={"scale_factor": 2})

@@ -13,15 +13,7 @@ from roadscene.errors import InputError
 from roadscene.models import get_family, list_families
 from roadscene.models.base import IGNORE_INDEX
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: tiny matmuls gain nothing from two, and on a shared 2-core box two
-    OpenMP threads spinning against other jobs make them many times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _image(seed: int, size: tuple[int, int] = (120, 80)) -> Image.Image:
@@ -165,7 +157,7 @@ def test_encode_reuses_prompt_ids_but_matches_the_processor(loaded) -> None:
 def test_qlora_without_bitsandbytes_is_a_clear_error(monkeypatch) -> None:
     import sys
 
-    from roadscene.models.smolvlm import bnb_4bit_config
+    from roadscene.models.finetune import bnb_4bit_config
 
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import now raises ImportError
     with pytest.raises(InputError, match=r"QLoRA needs bitsandbytes.*roadscene\[qlora\]"):
