@@ -65,7 +65,28 @@ def tiny_flamingo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from roadscene.models import get_family
 
     out = tmp_path_factory.mktemp("tiny_flamingo") / "model"
-    return get_family("flamingo").build_tiny(out, seed=0, gate_init=0.3)
+    return get_family("flamingo").build_tiny(out, seed=0, sizes={"gate_init": 0.3})
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir_for(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """`tiny_model_dir_for(family)`: that family's tiny random-init checkpoint (the shared
+    `tiny_<family>_dir` fixture where there is one, else built once with its default sizes).
+    Treat as read-only."""
+    from roadscene.models import get_family
+
+    built: dict[str, Path] = {}
+
+    def tiny_dir(family: str) -> Path:
+        if family not in built:
+            try:
+                built[family] = request.getfixturevalue(f"tiny_{family}_dir")
+            except pytest.FixtureLookupError:
+                out = tmp_path_factory.mktemp(f"tiny_{family}") / "model"
+                built[family] = get_family(family).build_tiny(out, seed=0)
+        return built[family]
+
+    return tiny_dir
 
 
 @pytest.fixture(scope="session")

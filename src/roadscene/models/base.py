@@ -88,6 +88,8 @@ class ModelFamily(abc.ABC):
     token_keys: ClassVar[tuple[str, ...]] = ()
     #: Whether `encode` puts `VisionTextExample.demonstrations` (few-shot) before the query.
     supports_demonstrations: ClassVar[bool] = False
+    #: `finetune.method` values the family trains with (empty: its own recipe decides).
+    finetune_methods: ClassVar[tuple[str, ...]] = ("lora", "qlora", "full")
     #: Pydantic model validating the recipe's `family_options` section (None: takes none).
     options_model: ClassVar[type[BaseModel] | None] = None
     #: Dotted name of the vision encoder inside the model, frozen by `finetune.freeze_vision`

@@ -112,6 +112,7 @@ class FlamingoFamily(ModelFamily):
         "num_latents": 16,
     }
     demo_finetune = None  # the recipe decides what trains
+    finetune_methods = ()
     image_keys = ("vision_x",)
     #: The recipe's `family_options` section.
     options_model = FlamingoTrainingSection
