@@ -70,7 +70,7 @@ def test_finetune_section_is_refused_for_flamingo(
 def test_overfit_eight_examples_reproduces_them(
     tiny_flamingo_dir: Path, tiny_bvpi_dir: Path, tmp_path: Path
 ) -> None:
-    from roadscene.predict import predict_file
+    from roadscene.predict import ModelCard, PredictSettings, predict_file
 
     config = tiny_config(tiny_flamingo_dir, tiny_bvpi_dir, tmp_path / "run", "train.eval_steps=200")
     result = run_training(config)
@@ -78,7 +78,11 @@ def test_overfit_eight_examples_reproduces_them(
     assert summary["train_rows"] == 8 and summary["metrics"]["eval_field_accuracy"] == 1.0
     out = tmp_path / "pred.jsonl"
     predict_file(
-        result.model_dir, tiny_bvpi_dir / "bvpi_sft_test.jsonl", out, batch_size=8, progress=False
+        tiny_bvpi_dir / "bvpi_sft_test.jsonl",
+        out,
+        ModelCard.read(result.model_dir),
+        PredictSettings(batch_size=8),
+        progress=False,
     )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 8

@@ -22,14 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "configs" / "tiny-smolvlm.yaml"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: tiny matmuls gain nothing from two, and on a shared 2-core box two
-    OpenMP threads spinning against other jobs make them many times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(model_dir: Path, data_dir: Path, out: Path, *overrides: str) -> TrainConfig:
@@ -63,7 +56,7 @@ def overfit_run(tiny_smolvlm_dir: Path, tiny_bvpi_dir: Path, tmp_path_factory) -
 def test_overfit_reproduces_targets_and_saves_everything(
     overfit_run: Path, tiny_bvpi_dir: Path
 ) -> None:
-    from roadscene.predict import predict_file
+    from roadscene.predict import ModelCard, PredictSettings, predict_file
 
     names = {p.name for p in overfit_run.iterdir()}
     # weights, processor with chat template, resolved config: predict needs nothing else
@@ -80,7 +73,11 @@ def test_overfit_reproduces_targets_and_saves_everything(
 
     out = overfit_run.parent / "pred.jsonl"
     predict_file(
-        overfit_run, tiny_bvpi_dir / "bvpi_sft_test.jsonl", out, batch_size=8, progress=False
+        tiny_bvpi_dir / "bvpi_sft_test.jsonl",
+        out,
+        ModelCard.read(overfit_run),
+        PredictSettings(batch_size=8),
+        progress=False,
     )
     rows = read_jsonl(out)
     assert len(rows) == 8
@@ -92,16 +89,16 @@ def test_overfit_reproduces_targets_and_saves_everything(
 def test_batched_equals_one_by_one_greedy(
     overfit_run: Path, tiny_bvpi_dir: Path, tmp_path: Path
 ) -> None:
-    from roadscene.predict import Predictor, predict_file
+    from roadscene.predict import ModelCard, Predictor, PredictSettings, predict_file
 
-    predictor = Predictor.load(overfit_run)
+    predictor = Predictor.load(ModelCard.read(overfit_run))
     data = tiny_bvpi_dir / "bvpi_sft_test.jsonl"
     outputs = {}
     for batch_size in (1, 3, 8):
         out = tmp_path / f"b{batch_size}.jsonl"
         # a short length cap also exercises rows cut off mid-answer
-        predict_file(overfit_run, data, out, batch_size=batch_size, max_new_tokens=12,
-                     predictor=predictor, progress=False)  # fmt: skip
+        settings = PredictSettings(batch_size=batch_size, max_new_tokens=12)
+        predict_file(data, out, predictor, settings, progress=False)
         outputs[batch_size] = out.read_bytes()
     assert outputs[1] == outputs[3] == outputs[8]
 
@@ -324,13 +321,13 @@ def test_caption_lora_with_checkpointing_and_length_grouping(
 def test_beam_search_batched_equals_one_by_one(
     overfit_run: Path, tiny_bvpi_dir: Path, tmp_path: Path
 ) -> None:
-    from roadscene.predict import Predictor, predict_file
+    from roadscene.predict import ModelCard, Predictor, PredictSettings, predict_file
 
-    predictor = Predictor.load(overfit_run)
+    predictor = Predictor.load(ModelCard.read(overfit_run))
     data = tiny_bvpi_dir / "bvpi_sft_test.jsonl"
     for batch_size in (1, 8):
-        predict_file(overfit_run, data, tmp_path / f"b{batch_size}.jsonl", batch_size=batch_size,
-                     num_beams=3, predictor=predictor, progress=False)  # fmt: skip
+        settings = PredictSettings(batch_size=batch_size, num_beams=3)
+        predict_file(data, tmp_path / f"b{batch_size}.jsonl", predictor, settings, progress=False)
     assert (tmp_path / "b1.jsonl").read_bytes() == (tmp_path / "b8.jsonl").read_bytes()
     rows = read_jsonl(tmp_path / "b8.jsonl")
     assert all(row["prediction"] == row["target"] for row in rows)
@@ -341,15 +338,20 @@ def test_full_finetune_trains_everything_or_keeps_the_vision_tower_frozen(
     tiny_smolvlm_dir, one_torch_thread, freeze_vision
 ):
     from roadscene.models import get_family
+    from roadscene.models.finetune import prepare_model
     from roadscene.train.config import load_config
-    from roadscene.train.runner import prepare_model
 
     family = get_family("smolvlm")
     model = family.load(str(tiny_smolvlm_dir)).model
     config = load_config(
         None, ["finetune.method=full", f"finetune.freeze_vision={str(freeze_vision).lower()}"]
     )
-    model = prepare_model(model, config, family)
+    model = prepare_model(
+        model,
+        config.finetune,
+        family,
+        gradient_checkpointing=config.train.gradient_checkpointing,
+    )
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     vision = {
         name for name, _ in model.named_parameters() if name.startswith("model.vision_model.")
