@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from roadscene.bench.gpu import evaluate_goals, parameter_summary
-from roadscene.bench.subjects import build_subject, smolvlm_processor
+from roadscene.bench.subjects import build_subject
 from roadscene.errors import InputError
-from roadscene.models import costs
+from roadscene.models import smolvlm
 from roadscene.models.arch import list_archs, load_arch
+from roadscene.models.flamingo import costs as flamingo_costs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -101,7 +102,7 @@ def test_smolvlm_processor_settings_give_the_expected_image_tokens(
     from roadscene.models import get_family
 
     arch = load_arch(arch_name)
-    processor = smolvlm_processor(smolvlm_base_processor, arch, longest_edge)
+    processor = smolvlm._arch_processor(smolvlm_base_processor, arch, longest_edge)
     example = VisionTextExample(images=[bench_image(512)], prompt="Describe this road scene.")
     features = get_family("smolvlm").encode(processor, example)
     image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
@@ -127,12 +128,12 @@ def test_prefill_flop_formula_matches_torch_flop_counter(arch_name: str, tmp_pat
         model.set_attn_implementation("eager")
         with FlopCounterMode(display=False) as counter:
             model(**batch, logits_to_keep=1, use_cache=False)
-        expected = costs.smolvlm_prefill_flops(model, shape, causal=False, logits_tokens=1)
+        expected = smolvlm.prefill_flops(model, shape, causal=False, logits_tokens=1)
     else:
         model.vision_encoder.set_attn_implementation("eager")
         with FlopCounterMode(display=False) as counter:
             model(**batch, use_cache=False)  # Flamingo computes logits for every position
-        expected = costs.flamingo_prefill_flops(
+        expected = flamingo_costs.prefill_flops(
             model, shape, causal=False, logits_tokens=shape.tokens
         )
     assert sum(expected.values()) == pytest.approx(counter.get_total_flops(), rel=0.01)
@@ -142,11 +143,11 @@ def test_decode_bytes_count_weights_once_and_the_kv_cache_per_row() -> None:
     from roadscene.bench.subjects import meta_model
 
     model = meta_model(load_arch("smolvlm2-2.2b"), dtype=torch.bfloat16)
-    one = costs.smolvlm_decode_step(model, batch=1, context=0)
+    one = smolvlm.decode_step(model, batch=1, context=0)
     # text layers + final norm + lm_head in bf16; the embedding table is gathered, not read
     weights = 2 * (model.model.text_model.num_parameters() - 49280 * 2048 + 49280 * 2048)
     assert one["bytes"] == weights + 2 * 2048
-    eight = costs.smolvlm_decode_step(model, batch=8, context=1000)
+    eight = smolvlm.decode_step(model, batch=8, context=1000)
     kv_per_row = 2 * 24 * 32 * 64 * 1000 * 2  # K and V, 24 layers, 32 kv heads x 64, bf16
     assert eight["bytes"] == weights + 8 * kv_per_row + 8 * 2 * 2048
 
@@ -216,7 +217,8 @@ def test_bench_tiny_cpu_run_writes_the_full_document(tmp_path: Path) -> None:
     assert doc["schema"] == "roadscene.bench.gpu/1"
     assert doc["device"]["type"] == "cpu"
     assert doc["device"]["bandwidth_GBps"] > 0 and doc["device"]["matmul_TFLOPs"] > 0
-    assert set(doc["models"]) == {"smolvlm2-tiny", "openflamingo-tiny"}
+    # the default run: every registered family's tiny architecture
+    assert set(doc["models"]) == {"smolvlm2-tiny", "openflamingo-tiny", "qwen3-vl-tiny"}
 
     smol = doc["models"]["smolvlm2-tiny"]
     inference = smol["inference"]
