@@ -2,6 +2,7 @@
 a dataset writer (`writer`) and scenes rendered on the fly for training (`rendered`)."""
 
 from roadscene.data.synth.render import OBJECT_STYLES, ObjectStyle, RenderOptions, render_scene
+from roadscene.data.synth.rendered import RenderedScenes
 from roadscene.data.synth.scenes import (
     ClassDistribution,
     SceneDistribution,
@@ -25,6 +26,7 @@ __all__ = [
     "ClassDistribution",
     "ObjectStyle",
     "RenderOptions",
+    "RenderedScenes",
     "SceneDistribution",
     "SynthResult",
     "annotation_row",
