@@ -34,6 +34,7 @@ def describe(
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: auto)."),
 ) -> None:
     """Describe street images for a blind pedestrian: cue, fields, nearby objects, caption."""
+    from roadscene.data.images import open_image
     from roadscene.errors import InputError
     from roadscene.io import dumps_line
     from roadscene.predict import ModelCard
@@ -53,6 +54,9 @@ def describe(
     if voice is not None:
         check_voice(voice)
 
+    # Then the images: a missing or unreadable one is reported before the model is looked up.
+    for image in images:
+        open_image(image)
     cues: list[str] = []
     for description in describe_images(
         images,
