@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEMO_PROMPT = "Describe the scene for a blind pedestrian."
 # The default training budget and its step count (measured step times: docs/performance.md).
@@ -78,6 +78,12 @@ class DemoConfig(BaseModel):
         if value not in list_families():
             raise ValueError(f"unknown family '{value}'; allowed: {', '.join(list_families())}")
         return value
+
+    @model_validator(mode="after")
+    def _valid_sizes(self) -> DemoConfig:
+        # A wrong size fails here, not after the data stage has already used the out folder.
+        self.model_sizes()
+        return self
 
     def model_sizes(self) -> dict[str, Any]:
         """The model's sizes: the family's demo sizes with `sizes` on top (validated)."""
