@@ -1,34 +1,21 @@
-"""The structured-answer grammar and the prefix-keyed grammar logits processor (fast unit tests
-on the tiny SmolVLM tokenizer)."""
+"""Grammar-constrained decoding (`roadscene.predict.decoding`): the answer grammar compiled per
+tokenizer and the prefix-keyed grammar logits processor (fast unit tests on the tiny SmolVLM
+tokenizer). The grammar itself is tested in tests/targets/test_grammar.py."""
 
 from __future__ import annotations
 
-import json
 import random
 
-import jsonschema
 import pytest
 import torch
-from roadscene.predict.structured import (
+
+from roadscene.predict.decoding import (
     GrammarLogitsProcessor,
-    GrammarOptions,
-    answer_annotation,
-    answer_grammar,
     compile_answer_grammar,
     model_vocab_size,
-    prediction_views,
     structured_logits_processor,
 )
-
-from roadscene.schema import (
-    OBJECT_CLASSES,
-    POSITIONS,
-    ROAD_VALUES,
-    SIDEWALK_VALUES,
-    SceneAnnotation,
-    form_json_schema,
-)
-from roadscene.targets import parse_response, render_response
+from roadscene.targets import GrammarOptions
 
 xgr = pytest.importorskip("xgrammar")
 
@@ -47,106 +34,6 @@ def _compiled(tokenizer, extra_rows: int = 0, **options):
         stop_token_ids=[tokenizer.eos_token_id],
         options=GrammarOptions(**options),
     )
-
-
-def _accepts(compiled, text: str) -> bool:
-    matcher = xgr.GrammarMatcher(compiled)
-    return matcher.accept_string(text) and matcher.is_completed()
-
-
-def _random_scene(rng: random.Random) -> SceneAnnotation:
-    def objects() -> dict[str, list[str]]:
-        return {
-            cls: [rng.choice(POSITIONS) for _ in range(rng.choice([0, 0, 0, 1, 2, 3, 7, 20]))]
-            for cls in OBJECT_CLASSES
-        }
-
-    return SceneAnnotation.build(
-        "x.jpg", rng.choice(SIDEWALK_VALUES), rng.choice(ROAD_VALUES), near=objects(), far=objects()
-    )
-
-
-@pytest.mark.parametrize("relation_from_fields", [False, True])
-def test_grammar_accepts_every_rendered_target(tokenizer, relation_from_fields) -> None:
-    compiled = _compiled(tokenizer, relation_from_fields=relation_from_fields)
-    rng = random.Random(0)
-    captions = [None, "", "A busy street with a bus stop, trees (and a café) – 2 lanes."]
-    for _ in range(300):
-        text = render_response(_random_scene(rng), rng.choice(captions))
-        assert _accepts(compiled, text), text
-        assert _accepts(compiled, " " + text)  # SmolVLM answers start after "Assistant:"
-
-
-def test_grammar_accepts_the_published_targets(tokenizer, sensation_dir) -> None:
-    compiled = _compiled(tokenizer, relation_from_fields=True)
-    rows = (sensation_dir / "reference" / "bvpi_sft_val.jsonl").read_text().splitlines()
-    for row in rows:
-        response = json.loads(row)["response"]
-        assert _accepts(compiled, response), response
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "Sidewalk: left. Road: right. RoadVsSidewalk: crossing_fron. Nearby: no important close "
-        "objects visible.",  # invented value
-        "Sidewalk: left. Road: right. RoadVsSidewalk: right_of.",  # Nearby missing
-        "Road: right. Sidewalk: left. RoadVsSidewalk: right_of. Nearby: no important close "
-        "objects visible.",  # wrong order
-        "Sidewalk: front. Road: right. RoadVsSidewalk: right_of. Nearby: no important close "
-        "objects visible.",  # sidewalk cannot be front
-        "Sidewalk: left. Road: right. RoadVsSidewalk: right_of. Nearby: a obstacle close on the "
-        "left.",  # article
-        "Sidewalk: left. Road: right. RoadVsSidewalk: right_of. Nearby: 2 person close on the "
-        "left.",  # agreement
-        "Sidewalk: left. Road: right. RoadVsSidewalk: right_of. Nearby: a person close on the "
-        "left and right.",  # one object, two positions
-        "Sidewalk: left. Road: right. RoadVsSidewalk: right_of. Nearby: 2 people close across "
-        "the left, center, and right.",  # two objects, three positions
-        "Sidewalk: left. Road: right. RoadVsSidewalk: right_of. Nearby: a car close on the "
-        "left; a person close on the right.",  # render order
-        "Sidewalk: left. Road: right. RoadVsSidewalk: right_of. Nearby: a car close on the "
-        "left; a car close on the right.",  # class twice
-        "Sidewalk: left. Road: right. RoadVsSidewalk: right_of. Nearby: no important close "
-        "objects visible. Context: <image>",  # special-token look-alike in the free text
-        "Sidewalk: left. Road: right. RoadVsSidewalk: right_of. Nearby: no important close "
-        "objects visible. Context: two\nlines",
-    ],
-)
-def test_grammar_rejects_malformed_answers(tokenizer, text) -> None:
-    assert not _accepts(_compiled(tokenizer), text)
-
-
-def test_relation_from_fields_allows_only_the_rule(tokenizer) -> None:
-    free = _compiled(tokenizer)
-    ruled = _compiled(tokenizer, relation_from_fields=True)
-    wrong = (
-        "Sidewalk: left. Road: right. RoadVsSidewalk: left_of. Nearby: no important close "
-        "objects visible."
-    )
-    right = wrong.replace("left_of", "right_of")
-    assert _accepts(free, wrong) and _accepts(free, right)
-    assert not _accepts(ruled, wrong) and _accepts(ruled, right)
-
-
-@pytest.mark.parametrize("max_chars", [10, 100, 201, 600])
-def test_context_is_bounded(tokenizer, max_chars) -> None:
-    compiled = _compiled(tokenizer, context_max_chars=max_chars)
-    head = (
-        "Sidewalk: left. Road: left. RoadVsSidewalk: unknown. Nearby: no important close "
-        "objects visible. Context: "
-    )
-    for length in {1, 2, 99, 100, 101, 199, 200, 201, max_chars - 1, max_chars} - {0}:
-        if length <= max_chars:
-            assert _accepts(compiled, head + "x" * length), length
-    assert not _accepts(compiled, head + "x" * (max_chars + 1))
-    assert not _accepts(compiled, head + " x")  # the caption does not start with a space
-    assert "context" not in answer_grammar(GrammarOptions(context_max_chars=0))
-
-
-def test_grammar_options_are_validated() -> None:
-    with pytest.raises(ValueError, match="max_count"):
-        GrammarOptions(max_count=1)
 
 
 def test_compiled_grammar_is_cached_per_tokenizer(tokenizer) -> None:
@@ -243,37 +130,6 @@ def test_width_comes_from_the_logits(tiny_smolvlm_dir) -> None:
     assert grammar_processor.compiled_grammar.tokenizer_info.vocab_size == width
     with pytest.raises(ValueError, match="logits width"):
         grammar_processor(torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, width - 1))
-
-
-def test_json_view_is_valid_against_the_annotation_schema(sensation_dir) -> None:
-    schemas = [
-        form_json_schema(),
-        json.loads((sensation_dir.parent / "design" / "annotation-schema.json").read_text()),
-    ]
-    rng = random.Random(2)
-    for _ in range(100):
-        scene = _random_scene(rng)
-        text = render_response(scene, "A street.")
-        annotation = answer_annotation(text, "img.jpg")
-        for schema in schemas:
-            jsonschema.validate(annotation, schema)
-        assert annotation["image"] == "img.jpg"
-        assert annotation["object_present"] == ("Yes" if any(scene.near.values()) else "No")
-    # even an answer missing every field gives a valid form
-    for schema in schemas:
-        jsonschema.validate(answer_annotation("", "img.jpg"), schema)
-
-
-def test_prediction_views_carry_the_cue() -> None:
-    text = (
-        "Sidewalk: left. Road: front. RoadVsSidewalk: crossing_front. Nearby: no important "
-        "close objects visible."
-    )
-    views = prediction_views(text, "a.jpg", json_view=True)
-    assert views["cue"]["action"] == "stop_crossing"
-    assert views["annotation"]["road_pos"] == "Front"
-    assert set(prediction_views(text, "a.jpg")) == {"cue"}
-    assert parse_response(text).complete
 
 
 def test_budget_closes_the_nearby_list_in_time(tokenizer) -> None:
