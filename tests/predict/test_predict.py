@@ -6,42 +6,34 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from roadscene.errors import InputError
-from roadscene.predict import Predictor, predict_file
+from roadscene.predict import ModelCard, Predictor, PredictSettings, predict_file
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: tiny matmuls gain nothing from two, and on a shared 2-core box two
-    OpenMP threads spinning against other jobs make them many times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def predictor(tiny_smolvlm_dir: Path) -> Predictor:
-    return Predictor.load(tiny_smolvlm_dir)
+    return Predictor.load(ModelCard.read(tiny_smolvlm_dir))
 
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_lines_hold_answer_target_and_parsed_fields(
-    predictor, tiny_smolvlm_dir, tiny_bvpi_dir, tmp_path
-) -> None:
+def test_lines_hold_answer_target_and_parsed_fields(predictor, tiny_bvpi_dir, tmp_path) -> None:
     out = tmp_path / "p.jsonl"
-    summary = predict_file(tiny_smolvlm_dir, tiny_bvpi_dir / "bvpi_sft_test.jsonl", out,
-                           batch_size=4, max_new_tokens=8, limit=5, predictor=predictor, progress=False)  # fmt: skip
+    # free text (no grammar): the answer is cut out of what the model generated
+    settings = PredictSettings(batch_size=4, max_new_tokens=8, limit=5, structured=False)
+    summary = predict_file(tiny_bvpi_dir / "bvpi_sft_test.jsonl", out, predictor, settings,
+                           progress=False)  # fmt: skip
     rows = read_jsonl(out)
     assert summary.written == 5 and len(rows) == 5
     source = read_jsonl(tiny_bvpi_dir / "bvpi_sft_test.jsonl")
     for number, row in enumerate(rows, start=1):
-        assert list(row) == ["line", "image", "prompt", "prediction", "target", "parsed"]
+        # a bvpi line always carries the navigation cue, grammar or not
+        assert list(row) == ["line", "image", "prompt", "prediction", "target", "parsed", "cue"]
         assert row["line"] == number and row["image"] == source[number - 1]["image"]
         assert row["target"] == source[number - 1]["response"]
         assert (
@@ -50,48 +42,57 @@ def test_lines_hold_answer_target_and_parsed_fields(
         assert set(row["parsed"]) >= {"sidewalk", "road", "relation", "near", "far", "complete"}
 
 
-def test_rerun_continues_and_torn_last_line_is_redone(
-    predictor, tiny_smolvlm_dir, tiny_bvpi_dir, tmp_path
-) -> None:
+def test_rerun_continues_and_torn_last_line_is_redone(predictor, tiny_bvpi_dir, tmp_path) -> None:
     data = tiny_bvpi_dir / "bvpi_sft_test.jsonl"
     full = tmp_path / "full.jsonl"
-    predict_file(tiny_smolvlm_dir, data, full, batch_size=8, max_new_tokens=6,
-                 predictor=predictor, progress=False)  # fmt: skip
+    settings = PredictSettings(batch_size=8, max_new_tokens=6)
+    predict_file(data, full, predictor, settings, progress=False)
 
     out = tmp_path / "resumed.jsonl"
     lines = full.read_text().splitlines(keepends=True)
     # a crash after 3 complete lines, in the middle of writing the 4th
     out.write_text("".join(lines[:3]) + lines[3][:20])
-    summary = predict_file(tiny_smolvlm_dir, data, out, batch_size=8, max_new_tokens=6,
-                           predictor=predictor, progress=False)  # fmt: skip
+    summary = predict_file(data, out, predictor, settings, progress=False)
     assert (summary.already_done, summary.written) == (3, 5)
     assert out.read_text() == full.read_text()
-    again = predict_file(
-        tiny_smolvlm_dir, data, out, batch_size=8, predictor=predictor, progress=False
-    )
+    again = predict_file(data, out, predictor, PredictSettings(batch_size=8), progress=False)
     assert (again.already_done, again.written) == (8, 0)
 
 
-def test_output_for_other_data_is_refused(
-    predictor, tiny_smolvlm_dir, tiny_bvpi_dir, tmp_path
-) -> None:
+def test_output_for_other_data_is_refused(predictor, tiny_bvpi_dir, tmp_path) -> None:
     out = tmp_path / "p.jsonl"
     out.write_text(json.dumps({"line": 1, "image": "images/other.png", "prediction": ""}) + "\n")
     with pytest.raises(InputError, match="written for other data"):
-        predict_file(tiny_smolvlm_dir, tiny_bvpi_dir / "bvpi_sft_test.jsonl", out,
-                     predictor=predictor, progress=False)  # fmt: skip
+        predict_file(tiny_bvpi_dir / "bvpi_sft_test.jsonl", out, predictor, progress=False)
 
 
 def test_adapter_folder_resolves_base_model(tmp_path: Path) -> None:
-    from roadscene.predict.runner import resolve_model
+    from roadscene.models import get_family
     from roadscene.train.config import load_config, save_config
 
     run = tmp_path / "run"
     run.mkdir()
+    default_id = get_family("smolvlm").default_model_id
+    (run / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": default_id}))
+    card = ModelCard.read(run)
+    assert (card.base, card.adapter, card.family) == (default_id, str(run), "smolvlm")
+    assert (card.task, card.prompts) == (None, ())
+    # a base whose family cannot be told (not local, not cached) needs --family
     (run / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "hub/base"}))
-    assert resolve_model(run, None, None) == ("hub/base", str(run), "smolvlm")
+    with pytest.raises(InputError, match="pass --family"):
+        ModelCard.read(run)
+    card = ModelCard.read(run, None, "smolvlm")
+    assert (card.base, card.adapter, card.family) == ("hub/base", str(run), "smolvlm")
+    # a training output: the base model, family and task come from its saved config
     save_config(load_config(None, ["model.name_or_path=/models/tiny"]), run)
-    assert resolve_model(run, None, None) == ("/models/tiny", str(run), "smolvlm")
+    card = ModelCard.read(run)
+    assert (card.base, card.adapter, card.family) == ("/models/tiny", str(run), "smolvlm")
+    assert card.task == "bvpi"
+    # an adapter config naming no base model is a clear error
+    (run / "roadscene_config.yaml").unlink()
+    (run / "adapter_config.json").write_text("{}")
+    with pytest.raises(InputError, match="names no base model"):
+        ModelCard.read(run)
 
 
 def test_cli_missing_image_exits_2_without_output(
@@ -155,9 +156,30 @@ def test_task_comes_from_the_trained_model_and_must_fit_the_data(tmp_path):
     captions.write_text('[{"image": "a.jpg", "caption": "c"}]\n')
     model = tmp_path / "model"
     model.mkdir()
-    assert resolve_task("auto", bvpi, model) == "bvpi"  # no saved config: from the data
+    card = ModelCard.read(model, family="smolvlm")
+    assert resolve_task("auto", bvpi, card) == "bvpi"  # no saved config: from the data
     save_config(load_config(None, ["data.task=annotated"]), model)
-    assert resolve_task("auto", bvpi, model) == "annotated"
-    assert resolve_task("bvpi", bvpi, model) == "bvpi"  # an explicit --task wins
+    card = ModelCard.read(model)
+    assert resolve_task("auto", bvpi, card) == "annotated"
+    assert resolve_task("bvpi", bvpi, card) == "bvpi"  # an explicit --task wins
     with pytest.raises(InputError, match="trained for the 'annotated' task"):
-        resolve_task("auto", captions, model)
+        resolve_task("auto", captions, card)
+
+
+def test_structured_task_is_grammar_constrained_by_default_with_a_cue(
+    predictor, tiny_bvpi_dir, tmp_path
+) -> None:
+    """bvpi predictions with default settings: complete answers (the grammar holds even for an
+    untrained model) and a cue in every line; `--format json` adds the annotation form."""
+    from roadscene.targets import cue_for_parsed, parse_response
+
+    out = tmp_path / "p.jsonl"
+    settings = PredictSettings(max_new_tokens=96, limit=3, output_format="json")
+    predict_file(tiny_bvpi_dir / "bvpi_sft_test.jsonl", out, predictor, settings, progress=False)
+    rows = read_jsonl(out)
+    assert len(rows) == 3
+    for row in rows:
+        parsed = parse_response(row["prediction"])
+        assert parsed.complete, row["prediction"]
+        assert row["cue"] == cue_for_parsed(parsed).to_dict()
+        assert row["annotation"]["image"] == row["image"]

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from roadscene.predict.structured import structured_predict_options
 
 from roadscene.models import list_families
-from roadscene.predict.runner import predict_file
+from roadscene.predict import ModelCard, PredictSettings, predict_file
+from roadscene.predict.runner import resolve_task
 from roadscene.schema import (
     OBJECT_CLASSES,
     POSITIONS,
@@ -23,25 +23,14 @@ from roadscene.schema import (
     form_json_schema,
     road_vs_sidewalk,
 )
-from roadscene.targets import DEFAULT_PROMPT, parse_response
+from roadscene.targets import DEFAULT_PROMPT, GrammarOptions, parse_response
 
 N_IMAGES = 64
 # Within this budget the grammar processor closes the Nearby list in time (see
 # GrammarLogitsProcessor), so the mandatory header and Nearby list are never cut.
 MAX_NEW_TOKENS = 96
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from threads; on a shared box one thread avoids oversubscription."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture(scope="module")
@@ -62,23 +51,10 @@ def images_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return data
 
 
-_BUILT: dict[str, Path] = {}
-
-
 @pytest.fixture
-def tiny_model_dir(request: pytest.FixtureRequest, tmp_path_factory) -> Path:
-    """The family's shared tiny-model fixture (`tiny_<family>_dir`) when conftest has one,
-    otherwise a tiny model built once here."""
-    family = request.param
-    try:
-        return request.getfixturevalue(f"tiny_{family}_dir")
-    except pytest.FixtureLookupError:
-        if family not in _BUILT:
-            from roadscene.models import get_family
-
-            out = tmp_path_factory.mktemp(f"tiny_{family}") / "model"
-            _BUILT[family] = get_family(family).build_tiny(out, seed=0)
-        return _BUILT[family]
+def tiny_model_dir(request: pytest.FixtureRequest, tiny_model_dir_for) -> Path:
+    """The family's shared tiny random-init model (conftest's `tiny_model_dir_for`)."""
+    return tiny_model_dir_for(request.param)
 
 
 def _check_answers(out: Path, *, relation_from_fields: bool) -> list[dict]:
@@ -113,24 +89,20 @@ def _check_answers(out: Path, *, relation_from_fields: bool) -> list[dict]:
 def test_untrained_model_always_answers_in_format(
     tiny_model_dir, images_file, tmp_path, batch_size, num_beams
 ) -> None:
-    options = structured_predict_options(
-        images_file,
-        relation_from_fields=True,
-        output_format="json",
-        max_new_tokens=MAX_NEW_TOKENS,
-    )
-    assert "processor_factory_for" in options and "row_views" in options
-    out = tmp_path / "pred.jsonl"
-    predict_file(
-        tiny_model_dir,
-        images_file,
-        out,
+    card = ModelCard.read(tiny_model_dir)
+    settings = PredictSettings(
         batch_size=batch_size,
         num_beams=num_beams,
         max_new_tokens=MAX_NEW_TOKENS,
-        progress=False,
-        **options,
+        relation_from_fields=True,
+        output_format="json",
     )
+    # the grammar (with the relation rule) and the cue/annotation views are on
+    resolved = settings.for_task(resolve_task(settings.task, images_file, card))
+    assert resolved.decoding().grammar == GrammarOptions(relation_from_fields=True)
+    assert resolved.structured_answers
+    out = tmp_path / "pred.jsonl"
+    predict_file(images_file, out, card, settings, progress=False)
     _check_answers(out, relation_from_fields=True)
 
 
@@ -139,23 +111,19 @@ def test_untrained_model_free_relation_and_unconstrained_baseline(
     tiny_model_dir, images_file, tmp_path
 ) -> None:
     # the model chooses the relation too: still 100 % well-formed
-    options = structured_predict_options(
-        images_file, output_format="json", max_new_tokens=MAX_NEW_TOKENS
-    )
+    card = ModelCard.read(tiny_model_dir)
+    settings = PredictSettings(batch_size=4, max_new_tokens=MAX_NEW_TOKENS, output_format="json")
+    assert settings.for_task("bvpi").decoding().grammar == GrammarOptions()
     out = tmp_path / "free.jsonl"
-    predict_file(
-        tiny_model_dir, images_file, out, batch_size=4, max_new_tokens=MAX_NEW_TOKENS,
-        progress=False, **options,
-    )  # fmt: skip
+    predict_file(images_file, out, card, settings, progress=False)
     rows = _check_answers(out, relation_from_fields=False)
     # and the grammar is what does it: the same untrained model without it is never complete
-    baseline = structured_predict_options(images_file, structured=False)
-    assert "processor_factory_for" not in baseline
+    baseline = PredictSettings(
+        batch_size=4, max_new_tokens=MAX_NEW_TOKENS, limit=8, structured=False
+    )
+    assert baseline.for_task("bvpi").decoding().grammar is None
     out = tmp_path / "unconstrained.jsonl"
-    predict_file(
-        tiny_model_dir, images_file, out, batch_size=4, max_new_tokens=MAX_NEW_TOKENS,
-        limit=8, progress=False, **baseline,
-    )  # fmt: skip
+    predict_file(images_file, out, card, baseline, progress=False)
     unconstrained = [json.loads(line) for line in out.read_text().splitlines()]
     assert not any(parse_response(r["prediction"]).complete for r in unconstrained)
     assert all("cue" in r and "annotation" not in r for r in unconstrained)
