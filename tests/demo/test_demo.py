@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from roadscene.data.synth import RenderOptions, render_scene
-from roadscene.demo import SUMMARY_FILE, DemoConfig, DemoModelSizes, run_demo
+from roadscene.demo import SUMMARY_FILE, DemoConfig, run_demo
 from roadscene.errors import InputError
 from roadscene.report.gallery import GalleryItem, gallery_html, item_verdicts
 from roadscene.schema import SceneAnnotation
@@ -31,14 +31,14 @@ def _tiny_config(out: Path, *, caption_metrics: bool) -> DemoConfig:
         max_new_tokens=16,
         gallery_size=3,
         caption_metrics=caption_metrics,
-        sizes=DemoModelSizes(
-            vision_hidden_size=32,
-            vision_layers=1,
-            text_hidden_size=32,
-            text_layers=1,
-            num_attention_heads=2,
-            vocab_size=300,
-        ),
+        sizes={
+            "vision_hidden_size": 32,
+            "vision_layers": 1,
+            "text_hidden_size": 32,
+            "text_layers": 1,
+            "num_attention_heads": 2,
+            "vocab_size": 300,
+        },
     )
 
 
@@ -73,7 +73,13 @@ def test_short_demo_writes_every_report_file(short_demo) -> None:
     assert missing == []
     predictions = (out / "predictions_test.jsonl").read_text().splitlines()
     assert len(predictions) == 5
+    # default prediction settings: grammar-constrained, and every line has its navigation cue
+    for line in predictions:
+        row = json.loads(line)
+        assert row["cue"]["text"] and row["cue"]["action"], row
     summary = json.loads((out / SUMMARY_FILE).read_text())
+    stages = ["1/5 data", "2/5 model", "3/5 train", "4/5 predict", "5/5 evaluate", "total"]
+    assert list(summary["seconds"]) == stages
     assert summary["steps_done"] == summary["steps_planned"] == 3
     assert summary["stopped_by_budget"] is False
     assert set(summary["metrics"]) >= {"sidewalk accuracy", "close-object recall (micro)", "CIDEr"}
@@ -103,6 +109,24 @@ def test_demo_refuses_a_used_folder(tmp_path) -> None:
     (tmp_path / "used" / SUMMARY_FILE).write_text("{}")
     with pytest.raises(InputError, match="not empty"):
         run_demo(_tiny_config(tmp_path / "used", caption_metrics=False), log=lambda _: None)
+
+
+def test_sizes_are_overrides_on_the_family_demo_sizes(tmp_path) -> None:
+    from roadscene.models import get_family
+
+    family = get_family("smolvlm")
+    config = DemoConfig(sizes={"text_layers": 1})
+    assert config.model_sizes() == {
+        **family.sizes(family.demo_sizes).model_dump(),
+        "text_layers": 1,
+    }
+    assert DemoConfig().model_sizes() == family.sizes(family.demo_sizes).model_dump()
+    # a size the family does not have, or a bad value, is refused before anything is written
+    with pytest.raises(InputError, match="no size 'nope'"):
+        DemoConfig(out=tmp_path / "d", sizes={"nope": 1})
+    with pytest.raises(InputError, match="text_layers"):
+        DemoConfig(out=tmp_path / "d", sizes={"text_layers": 0})
+    assert not (tmp_path / "d").exists()
 
 
 def test_default_steps_follow_the_minutes() -> None:
