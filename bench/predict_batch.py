@@ -23,7 +23,7 @@ from PIL import Image
 from roadscene.io import read_records
 from roadscene.models import get_family
 from roadscene.paths import sensation_dir
-from roadscene.predict import Predictor, predict_file
+from roadscene.predict import ModelCard, Predictor, PredictSettings, predict_file
 
 
 def main() -> None:
@@ -51,19 +51,24 @@ def main() -> None:
                                          "response": row["response"]}) + "\n")  # fmt: skip
         texts = [row[key] for _, row in source for key in ("prompt", "response")]
         model_dir = get_family("smolvlm").build_tiny(
-            tmp / "model", corpus=texts, vision_hidden_size=128, vision_layers=3,
-            text_hidden_size=192, text_layers=3, vocab_size=2000,
+            tmp / "model", corpus=texts, sizes={"vision_hidden_size": 128, "vision_layers": 3,
+            "text_hidden_size": 192, "text_layers": 3, "vocab_size": 2000},
         )  # fmt: skip
-        predictor = Predictor.load(model_dir)
+        predictor = Predictor.load(ModelCard.read(model_dir))
+        # Free decoding: the comparison is of batching, not of the grammar (bench/structured.py).
+        free = {"structured": False}
         # warm-up (first-call allocations, kernel selection)
-        predict_file(model_dir, tmp / "data.jsonl", tmp / "warm.jsonl", limit=2, batch_size=2,
-                     max_new_tokens=4, predictor=predictor, progress=False)  # fmt: skip
+        predict_file(tmp / "data.jsonl", tmp / "warm.jsonl", predictor,
+                     PredictSettings(limit=2, batch_size=2, max_new_tokens=4, **free),
+                     progress=False)  # fmt: skip
         speeds = {}
         for batch_size in (1, args.batch_size, 1, args.batch_size):
             out = tmp / f"b{batch_size}.jsonl"
             out.unlink(missing_ok=True)
-            summary = predict_file(model_dir, tmp / "data.jsonl", out, batch_size=batch_size,
-                                   max_new_tokens=args.max_new_tokens, predictor=predictor,
+            settings = PredictSettings(
+                batch_size=batch_size, max_new_tokens=args.max_new_tokens, **free
+            )
+            summary = predict_file(tmp / "data.jsonl", out, predictor, settings,
                                    progress=False)  # fmt: skip
             speeds[batch_size] = max(speeds.get(batch_size, 0.0), summary.items_per_second)
             print(f"batch {batch_size}: {summary.items_per_second:.2f} items/s")

@@ -57,10 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import LogitsProcessorList
 
+    from roadscene.data.examples import VisionTextExample
     from roadscene.models import get_family
-    from roadscene.models.base import VisionTextExample
-    from roadscene.predict.structured import GrammarOptions, structured_processor_factory
-    from roadscene.targets import DEFAULT_PROMPT, parse_response
+    from roadscene.predict.decoding import structured_processor_factory
+    from roadscene.targets import DEFAULT_PROMPT, GrammarOptions, parse_response
 
     torch.set_num_threads(args.threads)
     family = get_family(args.family)

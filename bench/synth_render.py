@@ -43,9 +43,9 @@ def main() -> None:
         Image.fromarray(pixels).save(io.BytesIO(), format="PNG", compress_level=1)
     png_s = time.perf_counter() - start
 
+    from roadscene.data.examples import VisionTextExample
     from roadscene.data.synth import structured_target
     from roadscene.models import get_family
-    from roadscene.models.base import VisionTextExample
 
     family = get_family("smolvlm")
     with tempfile.TemporaryDirectory() as tmp:

@@ -61,12 +61,13 @@ def main() -> None:
         tmp = Path(tmp)
         texts = make_data(tmp / "data", args.rows)
         model_dir = get_family("smolvlm").build_tiny(
-            tmp / "model", corpus=texts, vision_hidden_size=128, vision_layers=3,
-            text_hidden_size=192, text_layers=3, vocab_size=2000,
+            tmp / "model", corpus=texts, sizes={"vision_hidden_size": 128, "vision_layers": 3,
+            "text_hidden_size": 192, "text_layers": 3, "vocab_size": 2000},
         )  # fmt: skip
         family = get_family("smolvlm")
         processor = family.load(model_dir).processor
-        from roadscene.train.data import load_records, to_example
+        from roadscene.data.examples import to_example
+        from roadscene.data.records import load_records
 
         records = load_records("bvpi", tmp / "data" / "bvpi_sft_train.jsonl", tmp / "data")
         lengths = [len(family.encode(processor, to_example(r))["input_ids"]) for r in records]

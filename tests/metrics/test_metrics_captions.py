@@ -10,16 +10,10 @@ from typing import Any
 import pytest
 
 from roadscene.errors import InputError
-from roadscene.metrics.captions import (
-    SPICE_CORENLP_JARS,
-    SPICE_JARS_ENV,
-    CaptionPair,
-    build_caption_pairs,
-    clip_scores,
-    find_spice_jars,
-    read_references,
-)
+from roadscene.metrics.captions import CaptionPair, build_caption_pairs, read_references
+from roadscene.metrics.clipscore import clip_scores
 from roadscene.metrics.records import PredictionRecord, clean_text
+from roadscene.metrics.spice import SPICE_CORENLP_JARS, SPICE_JARS_ENV, find_spice_jars
 
 CAPTION_FILE = "predictions/smol_caption_base_test.json"
 
@@ -224,9 +218,9 @@ def test_clip_model_that_cannot_load_is_an_input_error(image_root: Path, tmp_pat
 
 
 def test_spice_failure_is_reported_with_the_java_cause(tmp_path: Path) -> None:
-    from roadscene.metrics.captions import _run_spice
+    from roadscene.metrics.spice import run_spice
 
     for name in SPICE_CORENLP_JARS:  # placeholders: SPICE starts, then misses CoreNLP classes
         (tmp_path / name).write_bytes(b"")
     with pytest.raises(RuntimeError, match="SPICE failed.*NoClassDefFoundError"):
-        _run_spice({0: ["a man walks"]}, {0: ["a man walking"]}, tmp_path)
+        run_spice({0: ["a man walks"]}, {0: ["a man walking"]}, tmp_path)

@@ -20,7 +20,9 @@ from roadscene.models.base import IGNORE_INDEX
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FAMILIES = list_families()
-ANSWER = "Sidewalk: left. Road: right. RoadVsSidewalk: right_of. Nearby: a person close on the left."
+ANSWER = (
+    "Sidewalk: left. Road: right. RoadVsSidewalk: right_of. Nearby: a person close on the left."
+)
 
 
 def _images() -> list:

@@ -54,7 +54,7 @@ class GpuBenchSettings(BaseModel):
         "measurements on tiny configs (CPU, seconds).",
     )
     archs: list[str] | None = Field(
-        None, description="Architectures to run (default: both families at the chosen scale)."
+        None, description="Architectures to run (default: every family's at the chosen scale)."
     )
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="auto: cuda if available.")
     new_tokens: int = Field(128, ge=2, description="Forced generation length (no EOS stop).")

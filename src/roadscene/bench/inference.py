@@ -26,6 +26,7 @@ from roadscene.predict.settings import Decoding
 if TYPE_CHECKING:
     from roadscene.bench.gpu import GpuBenchSettings
 
+
 class StepMarker:
     """Logits processor that marks the time of every generation step (changes nothing)."""
 
@@ -277,5 +278,3 @@ def measure_inference(
     else:
         out["structured"] = {"ratio": None, "reason": "not requested (--no-structured)"}
     return out
-
-

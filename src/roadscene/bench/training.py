@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
+
 def training_recipe(family: str) -> tuple[Any, str]:
     """The family's published recipe as a `TrainConfig` (from the repository's `configs/`),
     or the config defaults when the file is not there (an installed package)."""
@@ -141,5 +142,3 @@ def measure_training(
         "parameters": counts,
         "runs": runs,
     }
-
-

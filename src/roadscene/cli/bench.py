@@ -27,7 +27,7 @@ def gpu(
         str, typer.Option(help="real: published sizes (CUDA GPU); tiny: tiny configs (CPU).")
     ] = "tiny",
     arch: Annotated[
-        list[str] | None, typer.Option(help="Architecture(s) to run (default: both families).")
+        list[str] | None, typer.Option(help="Architecture(s) to run (default: every family's).")
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cuda or cpu.")] = "auto",
     new_tokens: Annotated[int, typer.Option(help="Forced generation length.")] = 128,
@@ -45,9 +45,10 @@ def gpu(
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Write the JSON here (else stdout).")] = None,
 ) -> None:
-    """Real-size SmolVLM2-2.2B and OpenFlamingo-3B (random weights, no download): inference
-    latency split, throughput, structured-decoding ratio, training steps, each beside its
-    bandwidth / FLOP bound. Tables on stderr, one JSON document on stdout or --out."""
+    """Every family at its real size (SmolVLM2-2.2B, Qwen3-VL-2B, OpenFlamingo-3B; random weights,
+    no download): inference latency split, throughput, structured-decoding ratio, training steps,
+    each beside its bandwidth / FLOP bound. Tables on stderr, one JSON document on stdout or
+    --out."""
     from pydantic import ValidationError
 
     from roadscene.bench.gpu import GpuBenchSettings, run_gpu_bench

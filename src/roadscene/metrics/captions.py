@@ -9,10 +9,6 @@ CIDEr run in Python; the subprocess waits release the GIL.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import tempfile
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +18,7 @@ from typing import Any
 
 from roadscene.errors import InputError
 from roadscene.io import read_records
+from roadscene.metrics.clipscore import clip_scores
 from roadscene.metrics.records import (
     CleanMode,
     DuplicatePolicy,
@@ -32,14 +29,9 @@ from roadscene.metrics.records import (
     join_predictions,
 )
 from roadscene.metrics.results import EvaluationResult, signature
+from roadscene.metrics.spice import find_spice_jars, run_spice
 from roadscene.schema import image_key, read_csv_rows
 
-SPICE_JARS_ENV = "ROADSCENE_SPICE_JARS"
-# The CoreNLP jars pycocoevalcap's SPICE wrapper would download at first use (never done here).
-SPICE_CORENLP_JARS: tuple[str, ...] = (
-    "stanford-corenlp-3.6.0.jar",
-    "stanford-corenlp-3.6.0-models.jar",
-)
 REFERENCE_TEXT_KEYS: tuple[str, ...] = ("caption", "target", "reference")
 
 
@@ -144,86 +136,6 @@ def build_caption_pairs(
     return pairs, joined.counts()
 
 
-# --- SPICE jars ---------------------------------------------------------------------------------
-
-
-def _spice_dir() -> Path:
-    # pycocoevalcap itself is a namespace package (no __file__); its spice folder is a package.
-    import pycocoevalcap.spice
-
-    return Path(pycocoevalcap.spice.__file__).resolve().parent
-
-
-def find_spice_jars(spice_jars: str | Path | None = None) -> tuple[Path | None, str | None]:
-    """Where SPICE's CoreNLP jars are: (folder, None), or (None, why SPICE is unavailable).
-
-    Looks in the folder given (option, else `$ROADSCENE_SPICE_JARS`), else in pycocoevalcap's
-    spice/lib. A folder the user names that lacks the jars is an InputError; their absence from
-    pycocoevalcap is not (SPICE is then reported as unavailable). Nothing is ever downloaded.
-    """
-    given = spice_jars if spice_jars is not None else os.environ.get(SPICE_JARS_ENV) or None
-    if given is not None:
-        folder = Path(given)
-        if not folder.is_dir():
-            raise InputError("SPICE jar folder not found", path=folder, field="spice_jars")
-        missing = [name for name in SPICE_CORENLP_JARS if not (folder / name).is_file()]
-        if missing:
-            raise InputError(
-                f"SPICE jar folder lacks {', '.join(missing)}", path=folder, field="spice_jars"
-            )
-        return folder, None
-    lib = _spice_dir() / "lib"
-    if all((lib / name).is_file() for name in SPICE_CORENLP_JARS):
-        return lib, None
-    return None, (
-        f"SPICE needs Stanford CoreNLP 3.6.0 ({', '.join(SPICE_CORENLP_JARS)}) in {lib} or in a "
-        f"folder given with --spice-jars / ${SPICE_JARS_ENV}; pycocoevalcap would download them "
-        "at first use, which roadscene never does"
-    )
-
-
-def _run_spice(
-    tokenized_refs: dict[int, list[str]], tokenized_preds: dict[int, list[str]], jar_dir: Path
-) -> tuple[float, list[float]]:
-    """SPICE with pycocoevalcap's spice-1.0.jar and its lib, plus the CoreNLP jars in `jar_dir`.
-
-    Runs the jar itself instead of pycocoevalcap's `Spice` class because that class downloads
-    CoreNLP when it is absent and only looks in its own folder. Same input, same flags
-    (`-subset -silent`), no disk cache.
-    """
-    spice_dir = _spice_dir()
-    ids = sorted(tokenized_refs)
-    items = [{"image_id": i, "test": tokenized_preds[i][0], "refs": tokenized_refs[i]} for i in ids]
-    with tempfile.TemporaryDirectory(prefix="roadscene-spice-") as tmp:
-        in_file, out_file = Path(tmp) / "in.json", Path(tmp) / "out.json"
-        in_file.write_text(json.dumps(items), encoding="utf-8")
-        classpath = os.pathsep.join(
-            [str(spice_dir / "spice-1.0.jar"), str(spice_dir / "lib" / "*"), str(jar_dir / "*")]
-        )
-        command = [
-            "java",
-            "-Xmx8G",
-            "-cp",
-            classpath,
-            "edu.anu.spice.SpiceScorer",
-            str(in_file),
-            "-out",
-            str(out_file),
-            "-subset",
-            "-silent",
-        ]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
-            # A Java stack trace: its first "...Exception/Error..." line says what went wrong.
-            cause = next((ln for ln in lines if "Exception" in ln or "Error" in ln), lines[-1])
-            raise RuntimeError(f"SPICE failed (exit {done.returncode}): {cause.strip()}")
-        results = json.loads(out_file.read_text(encoding="utf-8"))
-    by_id = {item["image_id"]: float(item["scores"]["All"]["f"]) for item in results}
-    per_sample = [by_id[i] for i in ids]
-    return sum(per_sample) / len(per_sample), per_sample
-
-
 # --- pycocoevalcap scoring ----------------------------------------------------------------------
 
 
@@ -269,7 +181,7 @@ def score_caption_pairs(
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="coco-java") as pool:
             meteor_future = pool.submit(meteor.compute_score, gts, res)
             spice_future = (
-                pool.submit(_run_spice, gts, res, spice_jar_dir) if spice_jar_dir else None
+                pool.submit(run_spice, gts, res, spice_jar_dir) if spice_jar_dir else None
             )
             corpus: dict[str, float | None] = {}
             per_sample: dict[str, list[float]] = {}
@@ -295,96 +207,6 @@ def score_caption_pairs(
     finally:
         del meteor  # its __del__ closes the JVM
     return corpus, per_sample, unavailable
-
-
-# --- CLIPScore ----------------------------------------------------------------------------------
-
-
-def _features_tensor(output: Any) -> Any:
-    # transformers 5 returns a ModelOutput (projected features in `pooler_output`), 4.x a tensor.
-    return output if hasattr(output, "norm") else output.pooler_output
-
-
-def _clip_for_torchmetrics(model: Any) -> Any:
-    """The CLIP model behind the interface torchmetrics' clip_score calls (features as tensors)."""
-    import torch
-
-    class ClipFeatures(torch.nn.Module):
-        def __init__(self, clip: Any) -> None:
-            super().__init__()
-            self.clip = clip
-            self.config = clip.config
-
-        def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-            return _features_tensor(self.clip.get_image_features(pixel_values=pixel_values))
-
-        def get_text_features(
-            self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-        ) -> torch.Tensor:
-            output = self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
-            return _features_tensor(output)
-
-    return ClipFeatures(model).eval()
-
-
-def load_clip(model_name_or_path: str) -> tuple[Any, Any]:
-    """A CLIP model (eval mode) and its processor, from a local folder or a hub id."""
-    from transformers import CLIPModel, CLIPProcessor
-
-    try:
-        model = CLIPModel.from_pretrained(model_name_or_path)
-        processor = CLIPProcessor.from_pretrained(model_name_or_path)
-    except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(
-            f"cannot load CLIP model: {first}", path=model_name_or_path, field="clip_model"
-        ) from None
-    return model.eval(), processor
-
-
-def existing_image(image: str, image_root: str | Path) -> Path:
-    """The image file for a record; a missing file is an InputError naming the path."""
-    from roadscene.data.images import resolve_image
-
-    path = resolve_image(image, image_root)
-    if not path.is_file():
-        raise InputError("image not found", path=path, field="image")
-    return path
-
-
-def clip_scores(
-    pairs: list[CaptionPair], image_root: str | Path, model_name_or_path: str
-) -> list[float]:
-    """Per-sample CLIPScore = 100 * max(cos(image, text), 0) by torchmetrics' `clip_score`.
-
-    Scored one pair at a time so that the clamp at 0 applies per sample (the CLIPScore paper's
-    definition); torchmetrics' CLIPScore class would clamp the corpus mean instead. An empty
-    prediction scores 0.
-    """
-    import torch
-    from torchmetrics.functional.multimodal import clip_score
-    from torchvision.transforms.functional import pil_to_tensor
-    from tqdm import tqdm
-
-    from roadscene.data.images import open_image
-
-    paths = [existing_image(pair.image, image_root) for pair in pairs]  # fail before loading
-    model, processor = load_clip(model_name_or_path)
-    model = _clip_for_torchmetrics(model)
-    scores = []
-    with torch.inference_mode():
-        progress = tqdm(zip(pairs, paths, strict=True), total=len(pairs), desc="CLIPScore")
-        for pair, path in progress:
-            if not pair.prediction.strip():
-                # No answer (missing or empty) scores 0; CLIP would happily embed "".
-                scores.append(0.0)
-                continue
-            pixels = pil_to_tensor(open_image(path))  # (3, H, W) uint8
-            value = clip_score(
-                pixels, pair.prediction, model_name_or_path=lambda: (model, processor)
-            )
-            scores.append(float(value))
-    return scores
 
 
 # --- the evaluation -----------------------------------------------------------------------------

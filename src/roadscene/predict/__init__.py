@@ -6,4 +6,11 @@ from roadscene.predict.predictor import ModelCard, Predictor
 from roadscene.predict.runner import PredictSummary, predict_file
 from roadscene.predict.settings import Decoding, PredictSettings
 
-__all__ = ["Decoding", "ModelCard", "PredictSettings", "PredictSummary", "Predictor", "predict_file"]
+__all__ = [
+    "Decoding",
+    "ModelCard",
+    "PredictSettings",
+    "PredictSummary",
+    "Predictor",
+    "predict_file",
+]

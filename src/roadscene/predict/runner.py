@@ -236,7 +236,5 @@ def _output_row(
         row["shots"] = [shot.image_ref for shot in example.demonstrations]
     row["parsed"] = parsed_fields(text)
     if settings.structured_answers:
-        row.update(
-            prediction_views(text, record.image, json_view=settings.output_format == "json")
-        )
+        row.update(prediction_views(text, record.image, json_view=settings.output_format == "json"))
     return row

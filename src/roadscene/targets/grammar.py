@@ -156,4 +156,3 @@ def answer_grammar(options: GrammarOptions | None = None) -> str:
         if blocks:
             rules.append(f"context_block ::= {text_char}{{{CONTEXT_BLOCK}}}")
     return "\n".join(rules) + "\n"
-

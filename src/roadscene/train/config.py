@@ -21,7 +21,6 @@ PROMPTS_FILENAME = "roadscene_prompts.json"
 MAX_SAVED_PROMPTS = 50
 
 
-
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 

@@ -133,7 +133,9 @@ def run_training(
     if train_examples is None:
         train_examples = RecordExamples(train_records)
     # The annotated task's prompts carry each row's annotation: no prompt of its own to save.
-    prompts = [] if config.data.task == "annotated" else list(getattr(train_examples, "prompts", []))
+    prompts = (
+        [] if config.data.task == "annotated" else list(getattr(train_examples, "prompts", []))
+    )
     cache = config.data.cache_encoded
     train_dataset = EncodedDataset(train_examples, family, processor, cache=cache)
     eval_dataset = (

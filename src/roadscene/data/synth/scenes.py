@@ -266,7 +266,6 @@ def scene_caption(scene: SceneAnnotation) -> str:
     return f"{first} {road}{tail}."
 
 
-
 def structured_target(scene: SceneAnnotation) -> str:
     """The published response without its `Context:` part (header, `Nearby:`, `Far:`)."""
     return render_response(scene, None)

@@ -181,4 +181,3 @@ def write_synth_dataset(
         with open(tmp / "synth_report.json", "w", encoding="utf-8") as handle:
             handle.write(dumps_line(report) + "\n")
     return SynthResult(out_dir=out_dir, counts=sizes, scenes=scenes, report=report)
-
