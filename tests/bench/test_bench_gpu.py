@@ -55,6 +55,21 @@ def test_smolvlm2_real_size_parameters_match_the_published_architecture() -> Non
     assert 2.2e9 < total < 2.3e9  # "SmolVLM2-2.2B"
 
 
+def test_qwen3vl_2b_real_size_parameters_match_the_published_architecture() -> None:
+    """Counted on the meta device against a count written out from the architecture (Qwen3 text
+    2048 wide, 28 layers, 16 query / 8 key-value heads of 128, MLP 6144, vocabulary 151936,
+    head tied to the embedding; ViT 1024 x 24 with 2 x 2 merging)."""
+    summary = parameter_summary("qwen3-vl-2b")
+    parts = summary["parts"]
+    hidden, inter, layers, vocab, head = 2048, 6144, 28, 151936, 128
+    attention = 2 * hidden * 16 * head + 2 * hidden * 8 * head + 2 * head  # q, o, k, v + q/k norms
+    text_layer = attention + 3 * hidden * inter + 2 * hidden
+    assert parts["language_model"] == vocab * hidden + layers * text_layer + hidden
+    assert parts["lm_head"] == 0  # tied: the embedding is counted once
+    assert 0.40e9 < parts["visual"] < 0.41e9
+    assert 2.1e9 < summary["total"] < 2.15e9  # "Qwen3-VL-2B"
+
+
 def test_openflamingo3b_real_size_trainable_parameters_match_flamingo_md() -> None:
     """Trainable set of the recipe = the checkpoint table of flamingo.md (perceiver, 24 gated
     cross-attention blocks, the 50280 x 2048 embedding)."""
