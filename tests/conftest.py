@@ -49,7 +49,7 @@ def tiny_smolvlm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Run tiny-model tests on one intra-op thread: on a busy 2-core box, two OpenMP threads
-    spin against each other and small matmuls get ~50x slower (0.4 ms -> 20 ms measured)."""
+    spin against each other and small matmuls get far slower (docs/performance.md)."""
     import torch
 
     previous = torch.get_num_threads()
@@ -154,3 +154,42 @@ def tiny_bvpi_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         with open(root / f"bvpi_sft_{split}.jsonl", "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(row) + "\n" for row in rows)
     return root
+
+
+@pytest.fixture(scope="session")
+def annotation_form_reference_schema() -> dict:
+    """The annotation form's JSON Schema written out independently of `roadscene.schema` (the
+    form of docs/data.md): our pydantic form must agree with it, and answers must validate
+    against it."""
+    position = {"type": "string", "enum": ["not present", "Left", "Center", "Right"]}
+    yes_no = {"type": "string", "enum": ["No", "Yes"]}
+    classes = ("bicycle", "car", "person", "traffic_sign", "traffic_light", "obstacle")
+    vegetation = ("grass", "plants", "trees")
+
+    def objects(obstacle_list: bool) -> dict:
+        properties = {name: dict(position) for name in (*classes, *vegetation)}
+        if obstacle_list:
+            properties["obstacle"] = {"type": "array", "items": dict(position)}
+        return {"type": "object", "properties": properties}
+
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Sidewalk scene annotation",
+        "type": "object",
+        "properties": {
+            "image": {"type": "string"},
+            "sidewalk_pos": {"type": "string", "enum": ["Left", "Center", "Right", "Outside"]},
+            "road_pos": {"type": "string", "enum": ["Not present", "Left", "Front", "Right"]},
+            "object_present": yes_no,
+            "objects_on_sidewalk": objects(obstacle_list=True),
+            "object_present_outside": yes_no,
+            "objects_outside_sidewalk": objects(obstacle_list=False),
+        },
+        "required": [
+            "image",
+            "sidewalk_pos",
+            "road_pos",
+            "object_present",
+            "object_present_outside",
+        ],
+    }

@@ -35,7 +35,8 @@ def test_arch_registry_lists_files_and_rejects_unknown_names() -> None:
 
 def test_smolvlm2_real_size_parameters_match_the_published_architecture() -> None:
     """Counted on the meta device (no memory) against a count written out from the config
-    values of issue 8 (Llama text 2048/8192/24, SigLIP 1152/4304/27, scale 3, vocab 49280)."""
+    values of the published SmolVLM2-2.2B-Instruct config.json (Llama text 2048/8192/24, SigLIP
+    1152/4304/27, scale 3, vocab 49280)."""
     parts = parameter_summary("smolvlm2-2.2b")["parts"]
     hidden, inter, layers, vocab = 2048, 8192, 24, 49280
     text_layer = 4 * hidden * hidden + 3 * hidden * inter + 2 * hidden  # no biases, 2 RMSNorms
@@ -71,7 +72,7 @@ def test_qwen3vl_2b_real_size_parameters_match_the_published_architecture() -> N
 
 
 def test_openflamingo3b_real_size_trainable_parameters_match_flamingo_md() -> None:
-    """Trainable set of the recipe = the checkpoint table of flamingo.md (perceiver, 24 gated
+    """Trainable set of the recipe = the checkpoint table of docs/flamingo.md (perceiver, 24 gated
     cross-attention blocks, the 50280 x 2048 embedding)."""
     summary = parameter_summary("openflamingo-3b")
     perceiver_layer = (

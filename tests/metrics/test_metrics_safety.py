@@ -53,7 +53,7 @@ def test_compat_reproduces_the_published_figures_exactly(published_report: dict)
         "road_pos": 178,
         "road_vs_sidewalk": 170,
     }
-    expected = {  # truth present / tp / fn / fp, metrics.md
+    expected = {  # truth present / tp / fn / fp, docs/evaluation.md
         "person": (42, 27, 15, 47),
         "car": (9, 5, 4, 166),
         "bicycle": (14, 9, 5, 39),
@@ -100,7 +100,7 @@ def test_truth_as_prediction_scores_one_on_every_strict_rate(sensation_dir: Path
     rates = [(path, value) for path, value in _strict_rates(strict) if value is not None]
     assert len(rates) > 100  # fields, labels, both object sides, micro/macro
     assert [(p, v) for p, v in rates if v != 1.0] == []
-    # ... while the published definition penalises the truth (metrics.md: car ~0.07)
+    # ... while the published definition penalises the truth (docs/evaluation.md: car ~0.07)
     assert report["compat"]["objects"]["car"]["precision"] == pytest.approx(9 / 121)
 
 

@@ -243,7 +243,7 @@ def test_generation_encodes_images_once_and_stops_at_endofchunk(tiny) -> None:
     assert out.shape[1] == batch["input_ids"].shape[1] + 1
 
 
-# The published OpenFlamingo-3B checkpoint (flamingo.md's table) and the MPT-1B names.
+# The published OpenFlamingo-3B checkpoint (docs/flamingo.md's table) and the MPT-1B names.
 _EXPECTED_SHAPES = {
     r"perceiver\.latents": (64, 1024),
     r"perceiver\.layers\.[0-5]\.0\.norm_(media|latents)\.(weight|bias)": (1024,),
@@ -317,11 +317,12 @@ def test_full_size_model_on_meta_matches_the_published_names_and_shapes() -> Non
         )
         + 50280 * 2048
     )
-    assert 1.0e9 < trainable < 1.1e9  # flamingo.md: trainable total ≈ 1.05 B
+    assert 1.0e9 < trainable < 1.1e9  # docs/flamingo.md: trainable total ≈ 1.05 B
 
 
 def _reference_mpt_logits(lm: MosaicGPTForCausalLM, input_ids: torch.Tensor) -> torch.Tensor:
-    """MPT-1B written out from flamingo.md's equations, one head at a time (no cache, no SDPA)."""
+    """MPT-1B written out from docs/flamingo.md's equations, one head at a time (no cache, no
+    SDPA)."""
     import torch.nn.functional as F
 
     config = lm.config

@@ -3,7 +3,6 @@ navigation cue and the answer as an annotation form."""
 
 from __future__ import annotations
 
-import json
 import random
 
 import jsonschema
@@ -32,11 +31,10 @@ def _random_scene(rng: random.Random) -> SceneAnnotation:
     )
 
 
-def test_json_view_is_valid_against_the_annotation_schema(sensation_dir) -> None:
-    schemas = [
-        form_json_schema(),
-        json.loads((sensation_dir.parent / "design" / "annotation-schema.json").read_text()),
-    ]
+def test_json_view_is_valid_against_the_annotation_schema(
+    annotation_form_reference_schema,
+) -> None:
+    schemas = [form_json_schema(), annotation_form_reference_schema]
     rng = random.Random(2)
     for _ in range(100):
         scene = _random_scene(rng)

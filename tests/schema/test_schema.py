@@ -32,18 +32,38 @@ def _enums(node, path=""):
     return found
 
 
-def test_form_enums_equal_the_design_schema(repo_root):
-    design = json.loads((repo_root.parent / "shared/design/annotation-schema.json").read_text())
+def test_form_enums_equal_the_reference_schema(annotation_form_reference_schema):
+    reference = annotation_form_reference_schema
     ours = form_json_schema()
-    design_enums = {tuple(v) for v in _enums(design).values()}
+    reference_enums = {tuple(v) for v in _enums(reference).values()}
     our_enums = {tuple(v) for v in _enums(ours).values()}
-    assert our_enums == design_enums
-    assert set(ours["required"]) == set(design["required"])
-    assert set(ours["properties"]) == set(design["properties"])
+    assert our_enums == reference_enums
+    assert set(ours["required"]) == set(reference["required"])
+    assert set(ours["properties"]) == set(reference["properties"])
 
 
-def test_example_form_reads_and_normalises(repo_root):
-    form = read_annotation_json(repo_root.parent / "shared/design/annotation-example.json")
+def test_example_form_reads_and_normalises(tmp_path):
+    example = {
+        "image": "0001.jpg",
+        "sidewalk_pos": "Center",
+        "road_pos": "Left",
+        "object_present": "Yes",
+        "objects_on_sidewalk": {
+            "bicycle": "not present",
+            "car": "not present",
+            "person": "not present",
+            "traffic_sign": "not present",
+            "traffic_light": "not present",
+            "obstacle": ["Left", "Right"],
+            "grass": "not present",
+            "plants": "not present",
+            "trees": "not present",
+        },
+        "object_present_outside": "No",
+    }
+    path = tmp_path / "0001.json"
+    path.write_text(json.dumps(example, indent=2), encoding="utf-8")
+    form = read_annotation_json(path)
     scene = form.to_scene()
     assert (scene.sidewalk, scene.road, scene.relation) == ("center", "left", "left_of")
     assert scene.near["obstacle"] == ["left", "right"]

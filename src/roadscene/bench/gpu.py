@@ -46,7 +46,7 @@ GOALS_ARCH = "smolvlm2-2.2b"
 
 
 class GpuBenchSettings(BaseModel):
-    """What to measure and how often. Defaults are the issue's settings."""
+    """What to measure and how often. Defaults are the settings of docs/performance.md."""
 
     scale: Literal["tiny", "real"] = Field(
         "tiny",
@@ -110,7 +110,8 @@ class GpuBenchSettings(BaseModel):
 
 
 def evaluate_goals(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's H100 goals for SmolVLM2-2.2B, checked when that architecture was measured."""
+    """The H100 goals for SmolVLM2-2.2B (docs/performance.md), checked when that architecture was
+    measured."""
     model = result["models"].get(GOALS_ARCH)
     applies = model is not None and result["device"]["type"] == "cuda"
     goals = [

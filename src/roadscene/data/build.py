@@ -1,9 +1,9 @@
 """Build the SENSATION training exports from `captions.csv` and `annotations.csv`.
 
-By default the output is byte-identical to the published exports (targets.md): users have models
-trained on exactly these files. Row-level defects are warnings counted in `build_report.json`
-(or errors with `strict=True`); file-level problems always stop with an InputError. The output
-folder is written atomically: all files appear together or none do.
+By default the output is byte-identical to the published exports (rules: docs/targets.md): users
+have models trained on exactly these files. Row-level defects are warnings counted in
+`build_report.json` (or errors with `strict=True`); file-level problems always stop with an
+InputError. The output folder is written atomically: all files appear together or none do.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 Per-sample scoring (:func:`score_caption_pairs`) is kept apart from corpus aggregation and the
 report (:func:`evaluate_captions`). The Java parts (PTB tokenizer, METEOR, SPICE) run
-concurrently: METEOR's JVM is started before tokenising (it spends ~14 s cold loading its
-paraphrase table), and METEOR and SPICE then score in worker threads while BLEU, ROUGE-L and
-CIDEr run in Python; the subprocess waits release the GIL.
+concurrently: METEOR's JVM is started before tokenising (cold-loading its paraphrase table is
+the slowest part of an evaluation; docs/performance.md), and METEOR and SPICE then score in worker
+threads while BLEU, ROUGE-L and CIDEr run in Python; the subprocess waits release the GIL.
 """
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ def evaluate_captions(
     spice_jars: str | Path | None = None,
     on_duplicate: DuplicatePolicy = "error",
 ) -> EvaluationResult:
-    """Caption metrics of predictions against references (compat definitions, metrics.md).
+    """Caption metrics of predictions against references (definitions: docs/evaluation.md).
 
     `predictions`: a prediction file, or in-memory records / dicts / (image, text) pairs.
     `references`: a captions JSON/JSONL/CSV file, a mapping image -> caption (or image key ->

@@ -29,8 +29,8 @@ from roadscene.schema import SceneAnnotation
 
 Mode = Literal["compat", "strict", "both"]
 MODES: tuple[str, ...] = ("compat", "strict", "both")
-COMPAT_VERSION = "metrics.md compat (published regex fields, substring keywords)"
-STRICT_VERSION = "metrics.md strict (roadscene.targets.parse_response, Wilson 95%)"
+COMPAT_VERSION = "docs/evaluation.md compat (published regex fields, substring keywords)"
+STRICT_VERSION = "docs/evaluation.md strict (roadscene.targets.parse_response, Wilson 95%)"
 
 
 def evaluate_safety(

@@ -1,9 +1,9 @@
-"""Structured-field and object metrics exactly as published (metrics.md, "compat").
+"""Structured-field and object metrics exactly as published ("compat", docs/evaluation.md).
 
 Fields are found with the published regular expressions; objects are "mentioned" when any
 keyword is a substring of the lower-cased text (the whole text, or with `section="nearby"` its
 `Nearby:` part, which gives the published object table). The flaws of this definition are
-listed in metrics.md; `safety_strict` is the project's own definition.
+listed in docs/evaluation.md; `safety_strict` is the project's own definition.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The project's own ("strict") structured-field and object metrics (metrics.md).
+"""The project's own ("strict") structured-field and object metrics (docs/evaluation.md).
 
 Predictions are parsed with the grammar that renders the targets (`roadscene.targets`), so
 objects are read per section (`Nearby:` vs `Far:`), as whole words, with counts and positions.

@@ -4,7 +4,7 @@
   enums such as ``"Center"`` or ``"Not present"``.
 - :class:`SceneAnnotation` is the normalised view used for training and evaluation: lower-case
   positions (``left/center/right/front/unknown``), the road-vs-sidewalk relation derived by the
-  rule (docs/data.md), and near / far objects as position lists (one entry per object, so the
+  rule (docs/targets.md), and near / far objects as position lists (one entry per object, so the
   count is the list's length).
 """
 
@@ -107,7 +107,7 @@ class SceneAnnotation(BaseModel):
         )
 
 
-# --- the annotation form (annotation-schema.json) -------------------------------------------------
+# --- the annotation form (docs/data.md) ---------------------------------------------------------
 
 FormPosition = Literal["not present", "Left", "Center", "Right"]
 
@@ -145,7 +145,7 @@ class ObjectsOutsideSidewalk(BaseModel):
 
 
 class AnnotationForm(BaseModel):
-    """Sidewalk scene annotation, as filled in by an annotator (annotation-schema.json)."""
+    """Sidewalk scene annotation, as filled in by an annotator (docs/data.md)."""
 
     model_config = ConfigDict(extra="forbid", title="Sidewalk scene annotation")
 

@@ -13,7 +13,7 @@ ROAD_VALUES: tuple[str, ...] = ("left", "center", "right", "front", "unknown")
 RELATION_VALUES: tuple[str, ...] = ("left_of", "right_of", "crossing_front", "unknown")
 NORMALISED_POSITIONS: frozenset[str] = frozenset({"left", "center", "right", "front", "unknown"})
 
-# Render order of the object classes (targets.md), and their CSV columns.
+# Render order of the object classes (docs/targets.md), and their CSV columns.
 OBJECT_CLASSES: tuple[str, ...] = (
     "obstacle",
     "person",
@@ -83,7 +83,7 @@ def normalize_position(value: Any) -> str:
 
 
 def road_vs_sidewalk(sidewalk: str, road: str) -> str:
-    """Where the road is relative to the sidewalk (targets.md), from normalised positions."""
+    """Where the road is relative to the sidewalk (docs/targets.md), from normalised positions."""
     if road == "front":
         return "crossing_front"
     lateral = {"left", "center", "right"}

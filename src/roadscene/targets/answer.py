@@ -1,6 +1,6 @@
 """Training targets: the published "priority caption" and its parser.
 
-``render_response`` writes the text exactly as the SENSATION exports do (targets.md);
+``render_response`` writes the text exactly as the SENSATION exports do (docs/targets.md);
 ``parse_response`` reads such a text back (also a model's imperfect version of it): fields,
 near and far object lists with counts and positions, and the context caption. Parsing is
 tolerant of case, spacing and common synonyms, and never matches inside a word.

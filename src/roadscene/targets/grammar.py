@@ -31,7 +31,7 @@ CONTEXT_BLOCK = 100  # characters per block of the bounded free-text context (se
 class GrammarOptions:
     """What the structured-answer grammar allows.
 
-    relation_from_fields: the relation must be the one targets.md derives from the sidewalk and
+    relation_from_fields: the relation must be the one docs/targets.md derives from the sidewalk and
         road just generated (otherwise the model chooses any of the four).
     max_count: the largest object count a phrase may state (2..max_count in digits).
     context_max_chars: length bound of the free-text `Context:` part (0 = no context allowed).
@@ -142,7 +142,8 @@ def answer_grammar(options: GrammarOptions | None = None) -> str:
         # Free text on one line: no control characters, no "<"/">" (nothing that looks like a
         # special token), not starting with a space. The length bound is spelled as whole
         # 100-character blocks plus a short tail: xgrammar matches a long `{0,n}` repetition
-        # (n > 128) about 8x slower per token, which would dominate decoding time.
+        # (n > 128) far more slowly per token, which would dominate decoding time
+        # (docs/performance.md).
         text_char = "[^\\x00-\\x1f\\x7f<>]"
         first_char = "[^\\x00-\\x20\\x7f<>]"
         rest = options.context_max_chars - 1

@@ -1,7 +1,7 @@
 """Synthetic scenes rendered on the fly: a fresh image for every index.
 
-Rendering costs well under a millisecond per image, so a model never needs to see the same image
-twice; item `i` is sampled and drawn from `(seed, i)` alone, so the stream is reproducible and
+Rendering is cheap next to a training step (docs/performance.md), so a model never needs to see
+the same image twice; item `i` is sampled and drawn from `(seed, i)` alone, so the stream is reproducible and
 independent of the order in which a DataLoader asks for items. Items are
 :class:`~roadscene.data.examples.VisionTextExample` s, exactly what rows read from files become.
 """

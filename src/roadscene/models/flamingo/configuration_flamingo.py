@@ -1,6 +1,6 @@
 """Configurations of the MosaicGPT (MPT-1B) decoder and the Flamingo model (OpenFlamingo-3B layout).
 
-Defaults are the published OpenFlamingo-3B-vitl-mpt1b sizes (see shared/design/flamingo.md);
+Defaults are the published OpenFlamingo-3B-vitl-mpt1b sizes (see docs/flamingo.md);
 `roadscene.models.flamingo.tiny` builds a tiny variant for tests.
 """
 

@@ -3,7 +3,7 @@ cross-attention before every MosaicGPT block.
 
 Parameter names follow OpenFlamingo's checkpoints (`perceiver.layers.{l}.0.to_q.weight`,
 `lang_encoder.transformer.blocks.{i}.gated_cross_attn_layer.attn_gate`, ...), so published
-weights load without renaming. Equations: shared/design/flamingo.md.
+weights load without renaming. Equations and checkpoint layout: docs/flamingo.md.
 
 Order: perceiver → masked cross-attention → gated block → Flamingo decoder block → model.
 """
