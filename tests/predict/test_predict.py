@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from roadscene.errors import InputError
+from roadscene.models import list_families
 from roadscene.predict import ModelCard, Predictor, PredictSettings, predict_file
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -183,3 +184,21 @@ def test_structured_task_is_grammar_constrained_by_default_with_a_cue(
         assert parsed.complete, row["prediction"]
         assert row["cue"] == cue_for_parsed(parsed).to_dict()
         assert row["annotation"]["image"] == row["image"]
+
+
+@pytest.mark.parametrize("family", list_families())
+def test_batched_prediction_equals_one_by_one_for_every_family(
+    family: str, tiny_model_dir_for, tiny_bvpi_dir: Path, tmp_path: Path
+) -> None:
+    """Grammar-constrained answers of an untrained tiny model of each family: the output file
+    is the same bytes whatever the batch size (left padding changes nothing)."""
+    predictor = Predictor.load(ModelCard.read(tiny_model_dir_for(family)))
+    outputs = {}
+    for batch_size in (1, 3, 8):
+        out = tmp_path / f"b{batch_size}.jsonl"
+        settings = PredictSettings(batch_size=batch_size, max_new_tokens=24)
+        predict_file(tiny_bvpi_dir / "bvpi_sft_test.jsonl", out, predictor, settings,
+                     progress=False)  # fmt: skip
+        outputs[batch_size] = out.read_bytes()
+    assert outputs[1] == outputs[3] == outputs[8]
+    assert len(read_jsonl(tmp_path / "b1.jsonl")) == 8

@@ -86,6 +86,27 @@ def test_overfit_reproduces_targets_and_saves_everything(
 
 
 @pytest.mark.slow
+def test_describe_asks_what_the_model_was_trained_on(
+    overfit_run: Path, tiny_bvpi_dir: Path, run_cli, tmp_path: Path
+) -> None:
+    """The model was trained on "Describe the scene.", not the published prompt: `describe`
+    asks it that prompt (saved with the model) and gives what `predict` gives: the truth."""
+    one_thread = {**os.environ, "OMP_NUM_THREADS": "1"}
+    data = tiny_bvpi_dir / "bvpi_sft_test.jsonl"
+    out = tmp_path / "pred.jsonl"
+    run_cli("predict", "--model", overfit_run, "--data", data, "--out", out, check=True,
+            env=one_thread)  # fmt: skip
+    rows = read_jsonl(out)
+    images = [tiny_bvpi_dir / row["image"] for row in rows]
+    result = run_cli("describe", *images, "--model", overfit_run, "--json", check=True,
+                     env=one_thread)  # fmt: skip
+    described = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [d["prompt"] for d in described] == ["Describe the scene."] * len(rows)
+    assert [d["answer"] for d in described] == [row["prediction"] for row in rows]
+    assert [d["answer"] for d in described] == [row["target"] for row in rows]
+
+
+@pytest.mark.slow
 def test_batched_equals_one_by_one_greedy(
     overfit_run: Path, tiny_bvpi_dir: Path, tmp_path: Path
 ) -> None:

@@ -32,6 +32,7 @@ class ImageDescription:
     """One described image."""
 
     image: str
+    prompt: str
     answer: str
     parsed: ParsedResponse
     cue: NavigationCue
@@ -51,6 +52,7 @@ class ImageDescription:
     def to_dict(self) -> dict[str, Any]:
         return {
             "image": self.image,
+            "prompt": self.prompt,
             "cue": self.cue.to_dict(),
             "sidewalk": self.parsed.sidewalk,
             "road": self.parsed.road,
@@ -115,6 +117,7 @@ def describe_images(
         parsed = parse_response(answer)
         yield ImageDescription(
             image=name,
+            prompt=question,
             answer=answer,
             parsed=parsed,
             cue=cue_for_parsed(parsed),
