@@ -29,10 +29,14 @@ def serve(
     https: bool = typer.Option(
         False, "--https", help="Serve HTTPS (phones give the camera only to secure pages)."
     ),
-    cert: Path | None = typer.Option(None, "--cert", help="PEM certificate (default: self-signed)."),
+    cert: Path | None = typer.Option(
+        None, "--cert", help="PEM certificate (default: self-signed)."
+    ),
     key: Path | None = typer.Option(None, "--key", help="PEM private key for --cert."),
     cert_dir: Path | None = typer.Option(
-        None, "--cert-dir", help="Where the self-signed certificate is kept (~/.config/roadscene/tls)."
+        None,
+        "--cert-dir",
+        help="Where the self-signed certificate is kept (~/.config/roadscene/tls).",
     ),
     cors_origin: list[str] | None = typer.Option(
         None, "--cors-origin", help="Allow this origin by CORS (repeatable; default: CORS off)."

@@ -68,10 +68,17 @@ DOCS_FILES = {
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorOut, "description": text}
     for status, text in {
-        400: "Unreadable image", 401: "Missing or wrong token", 404: "Unknown session",
-        408: "Upload too slow", 413: "Body or image too large", 415: "Not an image upload",
-        422: "Missing field", 429: "Rate limit", 503: "Busy", 504: "Timed out",
-    }.items()  # fmt: skip
+        400: "Unreadable image",
+        401: "Missing or wrong token",
+        404: "Unknown session",
+        408: "Upload too slow",
+        413: "Body or image too large",
+        415: "Not an image upload",
+        422: "Missing field",
+        429: "Rate limit",
+        503: "Busy",
+        504: "Timed out",
+    }.items()
 }
 # documents the bearer scheme on the OpenAPI page; the guard enforces it before any body is read
 bearer = HTTPBearer(auto_error=False, description="The server's token (when it has one).")
@@ -268,9 +275,7 @@ def create_app(settings: ServeSettings, predictor: Predictor) -> FastAPI:
             raise ApiError(404, "unknown_session", "unknown or already ended session")
         return Response(status_code=204)
 
-    @app.post(
-        "/v1/describe", tags=["describe"], dependencies=guarded, responses=ERROR_RESPONSES
-    )
+    @app.post("/v1/describe", tags=["describe"], dependencies=guarded, responses=ERROR_RESPONSES)
     async def describe(
         image: Annotated[UploadFile, File(description="One frame: JPEG, PNG or WebP.")],
         session: Annotated[str | None, Form(description="A live session's id.")] = None,
@@ -343,9 +348,7 @@ def create_app(settings: ServeSettings, predictor: Predictor) -> FastAPI:
     for name in DOCS_FILES:
         docs_route(name)
 
-    public = {"/healthz", "/", "/docs", "/app.js", "/app.css"} | {
-        f"/docs/{n}" for n in DOCS_FILES
-    }
+    public = {"/healthz", "/", "/docs", "/app.js", "/app.css"} | {f"/docs/{n}" for n in DOCS_FILES}
     routes = frozenset({"/metrics", "/v1/describe", "/v1/sessions", "/openapi.json", *public})
     app.add_middleware(
         Guard,

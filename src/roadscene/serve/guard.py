@@ -9,6 +9,7 @@ before any dependency runs: an unauthenticated or oversized upload must be refus
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import time
@@ -233,7 +234,5 @@ class Guard:
             if not refused:
                 await send(message)
 
-        try:
+        with contextlib.suppress(_BodyRefused):  # already answered
             await self.app(scope, guarded_receive, guarded_send)
-        except _BodyRefused:
-            pass

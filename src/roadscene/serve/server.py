@@ -35,7 +35,9 @@ def page_urls(settings: ServeSettings, port: int) -> list[str]:
     scheme = "https" if settings.https else "http"
     fragment = f"#token={settings.token}" if settings.token else ""
     if settings.loopback:
-        return [f"{scheme}://{'localhost' if settings.host == '127.0.0.1' else settings.host}:{port}/"]
+        return [
+            f"{scheme}://{'localhost' if settings.host == '127.0.0.1' else settings.host}:{port}/"
+        ]
     hosts = lan_addresses() if settings.host in ("0.0.0.0", "::") else [settings.host]
     return [f"{scheme}://localhost:{port}/{fragment}"] + [
         f"{scheme}://{host}:{port}/{fragment}" for host in hosts
@@ -57,7 +59,10 @@ def run_server(card: ModelCard, settings: ServeSettings) -> None:
     tls = tls_files(settings)
     predictor = Predictor.load(card, device=settings.device)
     app = create_app(settings, predictor)
-    print("roadscene serve: open " + "  or  ".join(page_urls(settings, settings.port)), file=sys.stderr)
+    print(
+        "roadscene serve: open " + "  or  ".join(page_urls(settings, settings.port)),
+        file=sys.stderr,
+    )
     if not settings.https and not settings.loopback:
         print(
             "roadscene serve: phones give the camera only to https pages: add --https",

@@ -32,7 +32,9 @@ class ServeSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    host: str = Field("127.0.0.1", description="Address to bind; anything but loopback needs a token.")
+    host: str = Field(
+        "127.0.0.1", description="Address to bind; anything but loopback needs a token."
+    )
     port: int = Field(8000, ge=1, le=65535, description="Port to listen on.")
     token: str | None = Field(
         None, description=f"Bearer token every endpoint but /healthz requires (or ${TOKEN_ENV})."
