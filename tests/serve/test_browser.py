@@ -109,7 +109,7 @@ def test_start_speaks_the_cue_for_the_scene_in_view_once(
             _wait_for(page, lambda: page.evaluate("window.__spoken.length") >= 2, "speech")
             # then the scene stays the same for three more frames
             _wait_for(page, lambda: len(responses) >= 4, "three more answers")
-            live_region = page.get_by_role("status")
+            live_region = page.get_by_role("status").and_(page.locator("#answer"))
             assert live_region.inner_text() == first["speak"]["text"]
             assert live_region.get_attribute("aria-live") == "off"  # the page's own voice
             shot = tmp_path / "serve-page.png"
