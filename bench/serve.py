@@ -1,7 +1,7 @@
 """Serving throughput: `roadscene serve` with micro-batching vs the same server with batch size 1,
 each under the same concurrent clients, on loopback only, bounded in time.
 
-    .venv/bin/python bench/serve.py [--clients 16] [--seconds 60] [--batch-size 8] [--json out.json]
+    .venv/bin/python bench/serve.py [--clients 16] [--seconds 60] [--rounds 2] [--batch-size 8]
 
 For each mode the real command (`python -m roadscene serve`) is started as its own process on
 127.0.0.1 with a tiny random SmolVLM (the tests' size) on CPU, the rate limit off (all clients share
@@ -141,6 +141,7 @@ def run_mode(model: Path, batch_size: int, args: argparse.Namespace, frames: lis
             server.kill()
     latencies = run["latencies"]
     return {
+        "latencies": latencies,
         "max_batch_size": batch_size,
         "frames": len(latencies),
         "errors": len(run["errors"]) + len(warm["errors"]),
@@ -157,11 +158,29 @@ def run_mode(model: Path, batch_size: int, args: argparse.Namespace, frames: lis
     }
 
 
+def _combined(runs: list[dict]) -> dict:
+    """One mode over its rounds: frames over the summed time, percentiles over every latency."""
+    latencies = [value for run in runs for value in run.pop("latencies")]
+    seconds = sum(run["seconds"] for run in runs)
+    return {
+        "max_batch_size": runs[0]["max_batch_size"],
+        "frames": len(latencies),
+        "errors": sum(run["errors"] for run in runs),
+        "frames_per_s": round(len(latencies) / seconds, 3),
+        "p50_s": round(_percentile(latencies, 50), 3),
+        "p95_s": round(_percentile(latencies, 95), 3),
+        "mean_batch_size": round(statistics.mean(run["mean_batch_size"] for run in runs), 2),
+        "worst_rss_change_pct": max((run["rss_change_pct"] for run in runs), key=abs),
+        "runs": runs,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=60.0, help="measured time per mode")
-    parser.add_argument("--warmup", type=float, default=15.0, help="untimed load per mode")
+    parser.add_argument("--seconds", type=float, default=60.0, help="measured time per run")
+    parser.add_argument("--warmup", type=float, default=15.0, help="untimed load per run")
+    parser.add_argument("--rounds", type=int, default=1, help="runs per mode, order alternating")
     parser.add_argument("--batch-size", type=int, default=8, help="micro-batching's max batch")
     parser.add_argument("--max-wait-ms", type=float, default=10.0)
     parser.add_argument("--max-new-tokens", type=int, default=192)
@@ -170,23 +189,34 @@ def main() -> None:
     args = parser.parse_args()
 
     frames = _frames(16)
-    results = {}
+    modes = {"batch size 1": 1, "micro-batching": args.batch_size}
+    runs: dict[str, list[dict]] = {name: [] for name in modes}
     with tempfile.TemporaryDirectory() as tmp:
         model = get_family("smolvlm").build_tiny(Path(tmp) / "model", seed=0)
-        for name, batch_size in (("batch size 1", 1), ("micro-batching", args.batch_size)):
-            results[name] = run_mode(model, batch_size, args, frames)
-            print(f"{name}: {json.dumps(results[name])}", file=sys.stderr)
+        for round_index in range(args.rounds):
+            # alternate the order (A B, B A, ...) so a drift in the machine's load hits both
+            order = list(modes) if round_index % 2 == 0 else list(reversed(modes))
+            for name in order:
+                run = run_mode(model, modes[name], args, frames)
+                shown = {k: v for k, v in run.items() if k != "latencies"}
+                print(f"round {round_index + 1}, {name}: {json.dumps(shown)}", file=sys.stderr)
+                runs[name].append(run)
+    results = {name: _combined(mode_runs) for name, mode_runs in runs.items()}
     one, many = results["batch size 1"], results["micro-batching"]
     ratio = many["frames_per_s"] / one["frames_per_s"] if one["frames_per_s"] else float("inf")
-    print(f"\n{args.clients} clients, {args.seconds:g} s per mode, {os.cpu_count()} CPUs")
-    print("| mode | frames/s | p50 | p95 | errors | mean batch | RSS warm -> after |")
+    print(f"\n{args.clients} clients, {args.rounds} x {args.seconds:g} s per mode, "
+          f"{os.cpu_count()} CPUs")  # fmt: skip
+    print("| mode | frames/s | p50 | p95 | errors | mean batch | RSS after warm-up -> after run |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, r in results.items():
+        memory = ", ".join(
+            f"{run['rss_after_warmup_mb']:.0f} -> {run['rss_after_run_mb']:.0f} MB "
+            f"({run['rss_change_pct']:+.1f} %)"
+            for run in r["runs"]
+        )
         print(
             f"| {name} (max {r['max_batch_size']}) | {r['frames_per_s']:.2f} | {r['p50_s']:.2f} s "
-            f"| {r['p95_s']:.2f} s | {r['errors']} | {r['mean_batch_size']:.1f} | "
-            f"{r['rss_after_warmup_mb']:.0f} -> {r['rss_after_run_mb']:.0f} MB "
-            f"({r['rss_change_pct']:+.1f} %) |"
+            f"| {r['p95_s']:.2f} s | {r['errors']} | {r['mean_batch_size']:.1f} | {memory} |"
         )
     print(f"\nmicro-batching / batch size 1: {ratio:.2f}x (goal >= 2.5)")
     if args.json:
