@@ -30,18 +30,17 @@ def tls_files(settings: ServeSettings) -> tuple[Path, Path] | None:
 
 
 def page_urls(settings: ServeSettings, port: int) -> list[str]:
-    """Where to open the page: this machine, and (when bound beyond loopback) the phone's URL,
-    the token in the fragment (never sent to the server, read by the page)."""
+    """Where to open the page: this machine, and (when bound beyond loopback) the address a phone
+    uses. A token goes in the fragment, which browsers never send; the page reads it."""
     scheme = "https" if settings.https else "http"
     fragment = f"#token={settings.token}" if settings.token else ""
     if settings.loopback:
-        return [
-            f"{scheme}://{'localhost' if settings.host == '127.0.0.1' else settings.host}:{port}/"
-        ]
-    hosts = lan_addresses() if settings.host in ("0.0.0.0", "::") else [settings.host]
-    return [f"{scheme}://localhost:{port}/{fragment}"] + [
-        f"{scheme}://{host}:{port}/{fragment}" for host in hosts
-    ]
+        hosts = ["localhost" if settings.host == "127.0.0.1" else settings.host]
+    elif settings.host in ("0.0.0.0", "::"):
+        hosts = ["localhost", *lan_addresses()]
+    else:
+        hosts = [settings.host]
+    return [f"{scheme}://{host}:{port}/{fragment}" for host in hosts]
 
 
 def run_server(card: ModelCard, settings: ServeSettings) -> None:
