@@ -13,13 +13,16 @@ from serve_helpers import LiveServer
 
 @pytest.fixture(scope="session")
 def serve_predictor(tiny_smolvlm_dir: Path):
-    """The tiny random SmolVLM, loaded once for every server test (one torch thread)."""
-    import torch
-
+    """The tiny random SmolVLM, loaded once for every server test."""
     from roadscene.predict import ModelCard, Predictor
 
-    torch.set_num_threads(1)
     return Predictor.load(ModelCard.read(tiny_smolvlm_dir))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread(one_torch_thread):
+    """The server's model thread answers on one intra-op thread, as the other tiny-model tests."""
+    yield
 
 
 @pytest.fixture

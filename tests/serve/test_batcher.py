@@ -105,13 +105,13 @@ def test_one_bad_job_never_fails_its_batch_mates() -> None:
 
 
 def test_a_job_whose_caller_gave_up_is_dropped() -> None:
-    model = Recorder(seconds=0.2)
+    model = Recorder(seconds=0.5)
 
     async def scenario():
         batcher = MicroBatcher(model, max_batch_size=1, max_wait_s=0.0, max_queue=10)
         await batcher.start()
         try:
-            first = asyncio.create_task(batcher.submit(1))  # occupies the model for 0.2 s
+            first = asyncio.create_task(batcher.submit(1))  # occupies the model for 0.5 s
             await asyncio.sleep(0.05)
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(batcher.submit(2), 0.05)  # gives up while queued
@@ -125,14 +125,14 @@ def test_a_job_whose_caller_gave_up_is_dropped() -> None:
 
 
 def test_the_queue_is_bounded() -> None:
-    model = Recorder(seconds=0.2)
+    model = Recorder(seconds=0.5)
 
     async def scenario():
         batcher = MicroBatcher(model, max_batch_size=1, max_wait_s=0.0, max_queue=2)
         await batcher.start()
         try:
             running = asyncio.create_task(batcher.submit(0))
-            await asyncio.sleep(0.05)  # 0 is in the model; the queue is empty
+            await asyncio.sleep(0.1)  # 0 is in the model; the queue is empty
             waiting = [asyncio.create_task(batcher.submit(i)) for i in (1, 2)]
             await asyncio.sleep(0)
             with pytest.raises(QueueFull, match="2 frames are waiting"):
