@@ -215,3 +215,20 @@ def test_settings_refuse_unsafe_binds() -> None:
     assert ServeSettings.from_options(host="0.0.0.0", token=TOKEN).token == TOKEN
     assert ServeSettings.from_options(host="::1").loopback
     assert ServeSettings().host == "127.0.0.1"
+
+
+def test_cors_is_off_unless_configured(client, serve_predictor) -> None:
+    origin = {"Origin": "https://example.org"}
+    assert "access-control-allow-origin" not in client.get("/healthz", headers=origin).headers
+    app = create_app(_settings(cors_origins=("https://example.org",)), serve_predictor)
+    with TestClient(app) as allowed:
+        response = allowed.get("/healthz", headers=origin)
+        assert response.headers["access-control-allow-origin"] == "https://example.org"
+        preflight = allowed.options(
+            "/v1/describe",
+            headers={**origin, "Access-Control-Request-Method": "POST",
+                     "Access-Control-Request-Headers": "authorization"},
+        )  # fmt: skip
+        assert preflight.status_code == 200
+        other = allowed.get("/healthz", headers={"Origin": "https://elsewhere.example"})
+        assert "access-control-allow-origin" not in other.headers
