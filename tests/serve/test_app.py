@@ -232,3 +232,13 @@ def test_cors_is_off_unless_configured(client, serve_predictor) -> None:
         assert preflight.status_code == 200
         other = allowed.get("/healthz", headers={"Origin": "https://elsewhere.example"})
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_a_caption_model_is_refused_before_it_loads(tmp_path) -> None:
+    from roadscene.errors import InputError
+    from roadscene.predict import ModelCard
+    from roadscene.serve.server import run_server
+
+    card = ModelCard(base=str(tmp_path / "nothing"), adapter=None, family="smolvlm", task="caption")
+    with pytest.raises(InputError, match="trained on 'caption'"):
+        run_server(card, ServeSettings())
