@@ -193,3 +193,22 @@ def annotation_form_reference_schema() -> dict:
             "object_present_outside",
         ],
     }
+
+
+@pytest.fixture(scope="session")
+def png_bomb() -> bytes:
+    """A valid 20000 x 20000 PNG (one bit per pixel, all black) of about 200 kB: 1.2 GB once
+    decoded as RGB. Written chunk by chunk, since PIL itself would refuse to encode it quickly."""
+    import struct
+    import zlib
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    side = 20_000
+    row = b"\0" * (1 + side // 8)  # filter byte + packed bits
+    pixels = zlib.compress(row * side, 1)
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1-bit greyscale
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )

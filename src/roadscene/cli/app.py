@@ -18,6 +18,7 @@ from roadscene.cli import evaluate as evaluate_cli
 from roadscene.cli import flamingo as flamingo_cli
 from roadscene.cli import model as model_cli
 from roadscene.cli import predict as predict_cli
+from roadscene.cli import serve as serve_cli
 from roadscene.cli import synth as synth_cli
 from roadscene.cli import train as train_cli
 from roadscene.errors import InputError
@@ -39,6 +40,7 @@ app.command("train")(train_cli.train)
 app.command("predict")(predict_cli.predict)
 app.command("demo")(demo_cli.demo)
 app.command("describe")(describe_cli.describe)
+app.command("serve")(serve_cli.serve)
 app.add_typer(bench_cli.app, name="bench")
 
 

@@ -6,6 +6,8 @@ A missing or unreadable image raises InputError naming it (and the data row); wi
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -49,6 +51,65 @@ def open_image(path: Path, *, source: Path | None = None, line: int | None = Non
             return image.convert("RGB")
     except (UnidentifiedImageError, OSError) as err:
         raise InputError(f"unreadable image: {err}{where}", path=path) from None
+
+
+# What an upload may be: formats every browser can encode and PIL decodes without extra libraries.
+UPLOAD_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP")
+
+
+def open_image_bytes(
+    data: bytes,
+    *,
+    name: str = "upload",
+    max_pixels: int,
+    formats: Sequence[str] = UPLOAD_FORMATS,
+) -> Image.Image:
+    """An image received as bytes (an upload), as RGB.
+
+    The size is read from the file's header and refused above `max_pixels` before any pixel is
+    decoded, so a decompression bomb (a small file of huge dimensions) costs nothing. A format
+    outside `formats`, a truncated or unreadable file is an InputError naming `name`.
+    """
+    import io
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise InputError("empty image upload", path=name)
+    try:
+        with warnings.catch_warnings():
+            # PIL only warns between its own limit and twice it; any such image is refused too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=list(formats)) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise InputError(
+                        f"image of {width} x {height} pixels is over the limit of "
+                        f"{max_pixels:,} pixels",
+                        path=name,
+                    )
+                return image.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        # PIL's own guard fired first (it runs inside Image.open); its message gives the size
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        size = f"{int(found.group(1)):,} pixels" if found else "pixels"
+        raise InputError(
+            f"image of {size} is over the limit of {min(max_pixels, _pil_limit()):,} pixels",
+            path=name,
+        ) from None
+    except UnidentifiedImageError:
+        raise InputError(
+            f"not a {', '.join(formats[:-1])} or {formats[-1]} image", path=name
+        ) from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise InputError(f"unreadable image: {err}", path=name) from None
+
+
+def _pil_limit() -> int:
+    from PIL import Image
+
+    return Image.MAX_IMAGE_PIXELS or 2**63
 
 
 def check_images(

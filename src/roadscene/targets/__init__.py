@@ -18,10 +18,17 @@ from roadscene.targets.answer import (
 )
 from roadscene.targets.cue import (
     CUE_ACTIONS,
+    URGENCY_LEVELS,
+    VERBOSITY_LEVELS,
     NavigationCue,
+    Urgency,
+    Verbosity,
+    clock_directions,
     cue_for_parsed,
     cue_for_scene,
     navigation_cue,
+    spoken_cue,
+    unclear_view_cue,
 )
 from roadscene.targets.grammar import GrammarOptions, answer_grammar
 
@@ -31,11 +38,16 @@ __all__ = [
     "DEFAULT_PROMPT",
     "NO_NEARBY",
     "OBJECT_NAMES",
+    "URGENCY_LEVELS",
+    "VERBOSITY_LEVELS",
     "GrammarOptions",
     "NavigationCue",
     "ObjectMention",
     "ParsedResponse",
+    "Urgency",
+    "Verbosity",
     "answer_grammar",
+    "clock_directions",
     "cue_for_parsed",
     "cue_for_scene",
     "describe_positions",
@@ -45,4 +57,6 @@ __all__ = [
     "parse_response",
     "render_response",
     "scene_from_parsed",
+    "spoken_cue",
+    "unclear_view_cue",
 ]
