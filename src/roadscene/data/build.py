@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from roadscene.errors import InputError
+from roadscene.errors import InputError, excerpt
 from roadscene.io import atomic_dir, dumps_line
 from roadscene.schema import (
     AnnotationTable,
@@ -22,7 +22,7 @@ from roadscene.schema import (
     SceneAnnotation,
     image_key,
     read_annotations_csv,
-    read_csv_rows,
+    read_csv_table,
 )
 from roadscene.targets import DEFAULT_PROMPT, render_response
 
@@ -37,6 +37,9 @@ class CaptionRow:
     image: str
     caption: str
     split: str
+    #: False when the row is left out: a split that is not train/val/test, or an image already
+    #: captioned in another split (an image belongs to one split: the first row's)
+    used: bool = True
 
 
 @dataclass
@@ -49,38 +52,63 @@ class BuildResult:
 
 
 def read_captions_csv(path: str | Path) -> tuple[list[CaptionRow], list[RowIssue]]:
-    """Caption rows in file order, plus row-level issues (bad split, duplicate image)."""
+    """Caption rows in file order, plus row-level issues (malformed row, bad split, duplicate
+    image, split conflict).
+
+    An image belongs to one split, the split of its first row with a valid split: a later row of
+    the same image in another split is a `split_conflict` and is left out (`used=False`), so no
+    image is ever in two splits. A later row in the same split is a `duplicate` and is kept (one
+    more caption of that image). Malformed rows (wrong number of fields, a quote left open) are
+    left out and not returned.
+    """
     rows: list[CaptionRow] = []
-    issues: list[RowIssue] = []
-    seen: dict[str, int] = {}
-    for line, row in read_csv_rows(path, CAPTION_COLUMNS, "captions"):
+    table, issues = read_csv_table(path, CAPTION_COLUMNS, "captions")
+    first: dict[str, CaptionRow] = {}
+    for line, row in table:
         caption = CaptionRow(line, row["image_path"], row["target"], row["split"])
         key = image_key(caption.image)
         if caption.split not in SPLITS:
+            caption.used = False
             issues.append(
                 RowIssue(
                     str(path),
                     line,
                     "bad_split",
-                    f"split '{caption.split}' is not one of {', '.join(SPLITS)} (row left out)",
+                    f"split {excerpt(caption.split)} is not one of {', '.join(SPLITS)} "
+                    "(row left out)",
                     image=key,
                     field="split",
                 )
             )
-        if key in seen:
+        elif key in first and first[key].split != caption.split:
+            caption.used = False
+            issues.append(
+                RowIssue(
+                    str(path),
+                    line,
+                    "split_conflict",
+                    f"'{key}' is in split '{caption.split}' here but in split "
+                    f"'{first[key].split}' at line {first[key].line}; an image belongs to one "
+                    "split, the first row's (row left out)",
+                    image=key,
+                    field="split",
+                )
+            )
+        elif key in first:
             issues.append(
                 RowIssue(
                     str(path),
                     line,
                     "duplicate",
-                    f"duplicate caption of '{key}' (first at line {seen[key]})",
+                    f"duplicate caption of '{key}' (first at line {first[key].line})",
                     image=key,
                     field="image_path",
                 )
             )
         else:
-            seen[key] = line
+            first[key] = caption
         rows.append(caption)
+    issues.sort(key=lambda issue: issue.line)
     return rows, issues
 
 
@@ -136,8 +164,8 @@ def build_datasets(
     for row in captions:
         key = image_key(row.image)
         captioned.add(key)
-        if row.split not in SPLITS:
-            continue  # reported as bad_split
+        if not row.used:
+            continue  # reported as bad_split or split_conflict
         scene = table.scenes.get(key)
         if scene is None:
             # Left join: an image without annotation gets unknown fields and no objects.
