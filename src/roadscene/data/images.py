@@ -1,16 +1,22 @@
 """Images of data rows: resolving their paths and opening them.
 
-A missing or unreadable image raises InputError naming it (and the data row); with
-`on_bad_image="skip"` the row is skipped and counted. Never a substituted image.
+`open_image` is the one way an image reaches a model. A missing or unreadable image raises
+InputError naming it (and the data row) and saying what is wrong: not found, a folder, a named
+pipe, a broken link or a link loop, not an image, truncated, or larger than MAX_IMAGE_PIXELS (a
+decompression bomb is refused before it is decoded). With `on_bad_image="skip"` the row is
+skipped and counted. Never a substituted image. 16-bit and 32-bit grey images are scaled to 8
+bits (not clipped to white).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from roadscene.errors import InputError
+from roadscene.errors import InputError, exception_summary
+from roadscene.io import regular_file
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -18,6 +24,10 @@ if TYPE_CHECKING:
     from roadscene.data.records import ExampleRecord
 
 OnBadImage = Literal["error", "skip"]
+
+#: Largest image opened: 64 megapixels (8000 x 8000). Models see a few hundred pixels a side;
+#: anything far bigger is a mistake or a decompression bomb (a small file that decodes to GBs).
+MAX_IMAGE_PIXELS = 64_000_000
 
 
 @dataclass
@@ -37,18 +47,60 @@ def resolve_image(image: str, image_root: str | Path) -> Path:
     return path if path.is_absolute() else Path(image_root) / path
 
 
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB without losing the picture: wide grey modes are scaled to 8 bits first (PIL's own
+    conversion clips them, so a 16-bit PNG would come out white)."""
+    import numpy as np
+    from PIL import Image
+
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode == "F" and values.size and values.max() <= 1.0:
+            top = 1.0  # a float image in [0, 1]
+        elif image.mode.startswith("I;16") or (values.size and values.max() > 255):
+            top = 65535.0
+        else:
+            top = 255.0
+        scaled = np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8)
+        image = Image.fromarray(scaled, mode="L")
+    return image.convert("RGB")
+
+
 def open_image(path: Path, *, source: Path | None = None, line: int | None = None) -> Image.Image:
     """The image as RGB; missing or unreadable -> InputError naming the image (and data row)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     where = f" (row {source}:{line})" if source is not None else ""
-    if not path.is_file():
-        raise InputError(f"image not found{where}", path=path)
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as err:
-        raise InputError(f"unreadable image: {err}{where}", path=path) from None
+        regular_file(path, "image")
+    except InputError as err:
+        raise InputError(f"{err.reason}{where}", path=path) from None
+    try:
+        with warnings.catch_warnings():
+            # Our own limit applies; PIL's warning between 89 and 179 megapixels is not needed.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise InputError(
+                        f"image is {width} x {height} pixels, over the "
+                        f"{MAX_IMAGE_PIXELS // 1_000_000}-megapixel limit (a decompression "
+                        f"bomb?){where}",
+                        path=path,
+                    )
+                image.load()
+                return _to_rgb(image)
+    except InputError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise InputError(
+            f"image is too large to decode safely (a decompression bomb?): {err}{where}",
+            path=path,
+        ) from None
+    except MemoryError:
+        raise InputError(f"image does not fit in memory{where}", path=path) from None
+    except Exception as err:  # PIL raises OSError, ValueError, SyntaxError, struct.error...
+        raise InputError(f"unreadable image: {exception_summary(err)}{where}", path=path) from None
 
 
 def check_images(
