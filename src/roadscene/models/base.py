@@ -55,7 +55,7 @@ class LoadedModel:
 class Sizes(BaseModel):
     """Base of a family's tiny-model sizes: unknown names are errors, never ignored."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelFamily(abc.ABC):

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 class FinetuneSection(BaseModel):
     """How a model is fine-tuned (the recipe's `finetune` section)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     method: Literal["lora", "qlora", "full"] = Field(
         "lora",
