@@ -12,7 +12,6 @@ talk only to this interface, so adding a family is one module, one registry line
 from __future__ import annotations
 
 import abc
-import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -21,7 +20,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from roadscene.errors import InputError
+from roadscene.errors import InputError, exception_summary
+from roadscene.io import read_json
 
 if TYPE_CHECKING:
     import torch
@@ -34,6 +34,17 @@ if TYPE_CHECKING:
 
 #: Label value ignored by the cross-entropy loss (prompt, image tokens and padding).
 IGNORE_INDEX = -100
+
+#: Files that mark a model folder roadscene wrote: `build_tiny`'s sizes, the converter's sources.
+TINY_MARKER = "roadscene_tiny.json"
+CONVERTED_MARKER = "roadscene_converted.json"
+
+
+def is_model_output(folder: Path) -> bool:
+    """Whether `folder` is a model folder `roadscene model tiny` or `convert-openflamingo`
+    wrote (so writing a new one there may replace it)."""
+    return (folder / TINY_MARKER).is_file() or (folder / CONVERTED_MARKER).is_file()
+
 
 Quantization = Literal["none", "4bit"]
 
@@ -380,11 +391,9 @@ def read_model_type(folder: Path) -> str:
             path=folder,
         )
     try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as err:
-        raise InputError(
-            f"config.json is not valid JSON ({type(err).__name__})", path=folder
-        ) from None
+        config = read_json(config_file)
+    except InputError as err:
+        raise InputError(f"config.json: {err.reason}", path=folder) from None
     if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
         raise InputError("config.json names no model_type", path=folder)
     return config["model_type"]
@@ -400,12 +409,9 @@ def loading_errors(source: str | Path) -> Iterator[None]:
     except InputError:
         raise
     except Exception as err:  # safetensors, json, tokenizers, shape and hub errors alike
-        reason = (str(err).strip().splitlines() or [""])[0][:300]
-        reason = reason.replace("weights_only=False", "weights_only")  # never advise unpickling
+        reason = exception_summary(err)  # one line, never advice to unpickle
         if Path(source).is_dir():
-            raise InputError(
-                f"cannot load this model folder: {type(err).__name__}: {reason}", path=source
-            ) from None
+            raise InputError(f"cannot load this model folder: {reason}", path=source) from None
         raise InputError(
             "cannot load model: not a local model folder and not available from the Hugging Face "
             f"hub (offline or not downloaded); run `huggingface-cli download {source}` with "
