@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from roadscene.errors import InputError, excerpt
-from roadscene.io import atomic_dir, dumps_line
+from roadscene.io import atomic_dir, check_output, dumps_line
 from roadscene.schema import (
     AnnotationTable,
     RowIssue,
@@ -139,6 +139,14 @@ def dpo_record(sft: dict[str, Any], caption: str) -> dict[str, Any] | None:
     }
 
 
+BUILD_WHAT = "a `roadscene data build` folder"
+
+
+def is_build_dir(folder: Path) -> bool:
+    """Whether `folder` holds an earlier build (its files may be replaced)."""
+    return (folder / "build_report.json").is_file()
+
+
 def build_datasets(
     captions_csv: str | Path,
     annotations_csv: str | Path,
@@ -147,7 +155,10 @@ def build_datasets(
     strict: bool = False,
     prompt: str = DEFAULT_PROMPT,
 ) -> BuildResult:
-    """Write the SFT, DPO and caption files and `build_report.json` into `out_dir`."""
+    """Write the SFT, DPO and caption files and `build_report.json` into `out_dir`.
+
+    `out_dir` must be new, empty or an earlier build's folder (checked before reading)."""
+    out_dir = check_output(out_dir, folder=True, ours=is_build_dir, what=BUILD_WHAT)
     captions, caption_issues = read_captions_csv(captions_csv)
     table: AnnotationTable = read_annotations_csv(annotations_csv)
     issues = [*table.issues, *caption_issues]
@@ -201,8 +212,7 @@ def build_datasets(
         "issue_counts": dict(sorted(kinds.items())),
     }
 
-    out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, ours=is_build_dir, what=BUILD_WHAT) as tmp:
         for split in SPLITS:
             _write_jsonl(tmp / f"bvpi_sft_{split}.jsonl", sft[split])
             with open(tmp / f"captions_{split}.json", "w", encoding="utf-8") as handle:

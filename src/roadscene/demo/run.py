@@ -283,8 +283,9 @@ _RUN_DEFINING = {
 def _check_out_dir(config: DemoConfig, out: Path) -> None:
     """A fresh run needs an unused folder; `resume` needs the same settings as the stopped run.
     The settings are recorded in `demo_config.json` before anything else is written."""
-    from roadscene.io import write_json
+    from roadscene.io import check_output, read_json, write_json
 
+    check_output(out, folder=True, what="a demo folder")
     saved_file = out / CONFIG_FILE
     used = saved_file.exists() or (out / "train").exists() or (out / SUMMARY_FILE).exists()
     if used and not config.resume:
@@ -297,7 +298,9 @@ def _check_out_dir(config: DemoConfig, out: Path) -> None:
     current = config.model_dump(mode="json", include=_RUN_DEFINING)
     current["steps"] = config.train_steps()
     if config.resume and saved_file.is_file():
-        saved = json.loads(saved_file.read_text(encoding="utf-8"))
+        saved = read_json(saved_file)
+        if not isinstance(saved, dict):
+            raise InputError("not a demo settings file", path=saved_file)
         changed = sorted(k for k in current.keys() | saved.keys() if current.get(k) != saved.get(k))
         if changed:
             raise InputError(
