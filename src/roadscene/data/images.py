@@ -10,6 +10,7 @@ bits (not clipped to white).
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,9 +93,12 @@ def open_image(path: Path, *, source: Path | None = None, line: int | None = Non
                 return _to_rgb(image)
     except InputError:
         raise
-    except Image.DecompressionBombError as err:
+    except Image.DecompressionBombError as err:  # PIL's own stop, above twice its limit
+        pixels = re.search(r"\((\d+) pixels\)", str(err))
+        size = f"has {int(pixels.group(1)):,} pixels" if pixels else "is too large"
         raise InputError(
-            f"image is too large to decode safely (a decompression bomb?): {err}{where}",
+            f"image {size}, over the {MAX_IMAGE_PIXELS // 1_000_000}-megapixel limit (a "
+            f"decompression bomb?){where}",
             path=path,
         ) from None
     except MemoryError:

@@ -285,7 +285,9 @@ def _check_out_dir(config: DemoConfig, out: Path) -> None:
     The settings are recorded in `demo_config.json` before anything else is written."""
     from roadscene.io import check_output, read_json, write_json
 
-    check_output(out, folder=True, what="a demo folder")
+    check_output(
+        out, folder=True, ours=lambda folder: (folder / CONFIG_FILE).is_file(), what="a demo folder"
+    )
     saved_file = out / CONFIG_FILE
     used = saved_file.exists() or (out / "train").exists() or (out / SUMMARY_FILE).exists()
     if used and not config.resume:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from roadscene.errors import InputError
+from roadscene.errors import InputError, exception_summary
 
 MAX_JSON_DEPTH = 64
 MAX_INT_DIGITS = 100
@@ -282,34 +282,27 @@ def loads_yaml(text: str, *, path: str | Path | None = None) -> Any:
     expand to; a malformed or refused document is an InputError naming the line."""
     import yaml
 
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
-        try:
-            node = loader.get_single_node()
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            raise InputError(
-                f"malformed YAML: {getattr(err, 'problem', None) or err}",
-                path=path,
-                line=mark.line + 1 if mark is not None else None,
-            ) from None
-        except RecursionError:
-            raise InputError(
-                f"YAML nested deeper than {MAX_JSON_DEPTH} levels", path=path
-            ) from None
+        loader = yaml.SafeLoader(text)  # rejects unprintable characters (NUL...) here
+        node = loader.get_single_node()
         if node is None:
             return None
         problem = _yaml_node_problem(node)
         if problem is not None:
             raise InputError(f"refused YAML: {problem}", path=path, line=node.start_mark.line + 1)
-        try:
-            return loader.construct_document(node)
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            raise InputError(
-                f"malformed YAML: {getattr(err, 'problem', None) or err}",
-                path=path,
-                line=mark.line + 1 if mark is not None else None,
-            ) from None
+        return loader.construct_document(node)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise InputError(
+            f"malformed YAML: {getattr(err, 'problem', None) or err}",
+            path=path,
+            line=mark.line + 1 if mark is not None else None,
+        ) from None
+    except RecursionError:
+        raise InputError(f"YAML nested deeper than {MAX_JSON_DEPTH} levels", path=path) from None
+    except ValueError as err:  # a number YAML cannot convert (over 4300 digits...)
+        raise InputError(f"unusable YAML value: {exception_summary(err, 120)}", path=path) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()

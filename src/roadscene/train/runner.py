@@ -54,6 +54,16 @@ def _load_split(config: TrainConfig, split: str, limit: int | None) -> tuple[lis
     return check_images(records, data.on_bad_image)
 
 
+def is_run_dir(folder: Path) -> bool:
+    """Whether `folder` is a training run folder (checkpoints, a saved model, the generation-eval
+    log): a new run may only go into such a folder, a new one or an empty one."""
+    names = {path.name for path in folder.iterdir()}
+    run_files = {MODEL_SUBDIR, "generation_eval.jsonl", CONFIG_FILENAME}
+    return bool(names & run_files) or any(
+        name.startswith(("checkpoint-", "incomplete-checkpoint-")) for name in names
+    )
+
+
 def is_model_output(folder: Path) -> bool:
     """Whether `folder` is a model folder `run_training` wrote (it may be replaced)."""
     return (folder / CONFIG_FILENAME).is_file()
@@ -92,7 +102,7 @@ def run_training(
     if train_cfg.num_threads:
         torch.set_num_threads(train_cfg.num_threads)
 
-    check_output(output_dir, folder=True, what="a training run folder")
+    check_output(output_dir, folder=True, ours=is_run_dir, what="a training run folder")
     model_dir = output_dir / MODEL_SUBDIR
     check_output(model_dir, folder=True, ours=is_model_output, what="a trained model folder")
     last_checkpoint: str | None = None
