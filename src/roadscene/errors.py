@@ -13,11 +13,15 @@ MAX_ECHO_CHARS = 80
 
 # Characters that end a line on some terminal or reader: the message must stay one line.
 _LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
+# Other control characters (an ANSI escape in a library's message, a hostile file name).
+_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1b\x1f\x7f-\x84\x86-\x9f]")
 
 
 def one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
-    """`text` on one line (any line break becomes a space), cut to `limit` characters."""
-    text = _LINE_BREAKS.sub(" ", text).strip()
+    """`text` on one line (any line break becomes a space, other control characters are shown
+    as `\\xNN`), cut to `limit` characters."""
+    text = _LINE_BREAKS.sub(" ", text).replace("\t", " ")
+    text = _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text).strip()
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

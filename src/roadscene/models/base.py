@@ -12,16 +12,16 @@ talk only to this interface, so adding a family is one module, one registry line
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from roadscene.errors import InputError, exception_summary
+from roadscene.errors import InputError
 from roadscene.io import read_json
+from roadscene.models.loading import loading_errors
 
 if TYPE_CHECKING:
     import torch
@@ -397,27 +397,6 @@ def read_model_type(folder: Path) -> str:
     if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
         raise InputError("config.json names no model_type", path=folder)
     return config["model_type"]
-
-
-@contextmanager
-def loading_errors(source: str | Path) -> Iterator[None]:
-    """Turn whatever goes wrong while loading weights, config or tokenizer into one InputError
-    naming the model: a hub id that is not available offline, or a local folder whose files are
-    missing, truncated, of the wrong shape or not what its config says."""
-    try:
-        yield
-    except InputError:
-        raise
-    except Exception as err:  # safetensors, json, tokenizers, shape and hub errors alike
-        reason = exception_summary(err)  # one line, never advice to unpickle
-        if Path(source).is_dir():
-            raise InputError(f"cannot load this model folder: {reason}", path=source) from None
-        raise InputError(
-            "cannot load model: not a local model folder and not available from the Hugging Face "
-            f"hub (offline or not downloaded); run `huggingface-cli download {source}` with "
-            f"network access or pass --model DIR of a saved model ({type(err).__name__})",
-            path=source,
-        ) from None
 
 
 def attach_adapter(model: Any, adapter: str | Path) -> Any:
