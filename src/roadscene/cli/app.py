@@ -6,8 +6,10 @@ Any :class:`roadscene.errors.InputError` becomes one line on stderr and exit cod
 
 from __future__ import annotations
 
+import functools
 import sys
 
+import click
 import typer
 
 from roadscene.cli import bench as bench_cli
@@ -42,10 +44,16 @@ app.command("describe")(describe_cli.describe)
 app.add_typer(bench_cli.app, name="bench")
 
 
+@functools.cache
+def _command() -> click.Command:
+    """The click command tree of `app` (typer builds it from the signatures: built once)."""
+    return typer.main.get_command(app)
+
+
 def main() -> None:
     try:
         # With standalone_mode=False click returns the code of a typer.Exit instead of exiting.
-        code = app(standalone_mode=False)
+        code = _command()(standalone_mode=False)
         if isinstance(code, int) and code != 0:
             sys.exit(code)
     except InputError as err:
@@ -58,8 +66,6 @@ def main() -> None:
         print("aborted", file=sys.stderr)
         sys.exit(1)
     except Exception as err:  # click usage errors and the like
-        import click
-
         # typer 0.29 raises its vendored click's exceptions (subclasses of TyperException).
         if isinstance(err, click.ClickException | typer.TyperException) and hasattr(err, "show"):
             err.show()
