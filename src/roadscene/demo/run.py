@@ -17,7 +17,6 @@ Every stage uses the project's public machinery; nothing here is a private copy 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -94,7 +93,7 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
         structured_target,
         write_synth_dataset,
     )
-    from roadscene.io import write_json
+    from roadscene.io import read_json, write_json
     from roadscene.metrics.captions import evaluate_captions
     from roadscene.metrics.safety import evaluate_safety
     from roadscene.metrics.truth import truth_from_scenes
@@ -195,7 +194,10 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
                 extra_callbacks=[budget],
                 train_examples=rendered,
             )
-        steps_done = json.loads(summary_file.read_text())["global_step"]
+        summary = read_json(summary_file)
+        steps_done = summary.get("global_step") if isinstance(summary, dict) else None
+        if not isinstance(steps_done, int):
+            raise InputError("training summary without global_step", path=summary_file)
         log(f"  {steps_done} steps, model in {summary_file.parent}")
 
     # 4. predict ----------------------------------------------------------------------------

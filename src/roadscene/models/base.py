@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from roadscene.errors import InputError
 from roadscene.io import read_json
-from roadscene.models.loading import loading_errors
+from roadscene.models.loading import loading_errors, quiet_optional_kernel_notices
 
 if TYPE_CHECKING:
     import torch
@@ -401,6 +401,7 @@ def read_model_type(folder: Path) -> str:
 
 def attach_adapter(model: Any, adapter: str | Path) -> Any:
     """The model with the PEFT adapter in `adapter` attached."""
+    quiet_optional_kernel_notices()
     from peft import PeftModel
 
     if not (Path(adapter) / "adapter_config.json").is_file():

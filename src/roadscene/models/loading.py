@@ -76,3 +76,20 @@ def loading_errors(source: str | Path) -> Iterator[None]:
             ) from None
     if held.getvalue():
         sys.stderr.write(held.getvalue())
+
+
+class _OptionalKernelNotice(logging.Filter):
+    """Drops bitsandbytes' notice that an optional CPU kernel package is not installed: it is
+    printed whenever PEFT is imported on a machine without that package and says nothing about
+    the run (it would stand above every later error line)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "from kernels-community" not in record.getMessage()
+
+
+def quiet_optional_kernel_notices() -> None:
+    """Install `_OptionalKernelNotice` on the bitsandbytes logger that prints it (once; a filter
+    applies to the records of its own logger only)."""
+    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    if not any(isinstance(f, _OptionalKernelNotice) for f in logger.filters):
+        logger.addFilter(_OptionalKernelNotice())
