@@ -266,3 +266,19 @@ def test_hostile_output_places(world, cli_in_process) -> None:
                 failures.append(f"{command} -> {name}: {type(failure).__name__}: {failure}")
     assert snapshot(world["root"]) == before, "an input or a hostile place changed"
     assert not failures, f"{len(failures)} failing cases:\n" + "\n".join(failures)
+
+
+def test_ctrl_c_is_one_line_and_exit_130(world, cli_in_process, monkeypatch, tmp_path) -> None:
+    import roadscene.data.build
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(roadscene.data.build, "build_datasets", interrupted)
+    ok = world["ok"]
+    code, _, err = cli_in_process("data", "build", "--captions", ok / "captions.csv",
+                                  "--annotations", ok / "annotations.csv", "--out",
+                                  tmp_path / "out")  # fmt: skip
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 130 and len(lines) == 1 and lines[0].startswith("interrupted"), err
+    assert not (tmp_path / "out").exists()
