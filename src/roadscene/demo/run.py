@@ -287,11 +287,12 @@ def _check_out_dir(config: DemoConfig, out: Path) -> None:
     The settings are recorded in `demo_config.json` before anything else is written."""
     from roadscene.io import check_output, read_json, write_json
 
-    check_output(
-        out, folder=True, ours=lambda folder: (folder / CONFIG_FILE).is_file(), what="a demo folder"
-    )
+    def is_demo_dir(folder: Path) -> bool:
+        return any((folder / name).exists() for name in (CONFIG_FILE, "train", SUMMARY_FILE))
+
+    check_output(out, folder=True, ours=is_demo_dir, what="a demo folder")
     saved_file = out / CONFIG_FILE
-    used = saved_file.exists() or (out / "train").exists() or (out / SUMMARY_FILE).exists()
+    used = out.is_dir() and is_demo_dir(out)
     if used and not config.resume:
         raise InputError(
             "demo output folder is not empty; pass --resume to continue it, or choose another "
