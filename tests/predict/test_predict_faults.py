@@ -106,3 +106,17 @@ def test_a_bad_shots_from_image_leaves_no_output(tiny_flamingo_dir, tiny_bvpi_di
     )  # fmt: skip
     assert code == 2 and "missing.png: image not found" in err and "shots.jsonl:4" in err
     assert not out.exists()
+
+
+def test_a_spoken_cue_file_replaces_only_a_wav(tmp_path: Path) -> None:
+    from roadscene.io import check_output
+    from roadscene.predict.speech import is_wav_file
+
+    wav = tmp_path / "cue.wav"
+    wav.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt ")
+    notes = tmp_path / "notes.wav"
+    notes.write_text("my notes\n")
+    assert is_wav_file(wav) and not is_wav_file(notes)
+    check_output(wav, ours=is_wav_file, what="a WAV file")
+    with pytest.raises(InputError, match="is not a WAV file written by roadscene"):
+        check_output(notes, ours=is_wav_file, what="a WAV file")
