@@ -6,8 +6,11 @@ Any :class:`roadscene.errors.InputError` becomes one line on stderr and exit cod
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
 
+import click
 import typer
 
 from roadscene.cli import bench as bench_cli
@@ -44,10 +47,24 @@ app.command("serve")(serve_cli.serve)
 app.add_typer(bench_cli.app, name="bench")
 
 
+INTERRUPTED = (
+    "interrupted: outputs are written atomically; predict, train and demo continue where they "
+    "stopped when run again (train with --resume)"
+)
+
+
+@functools.cache
+def _command() -> click.Command:
+    """The click command tree of `app` (typer builds it from the signatures: built once)."""
+    return typer.main.get_command(app)
+
+
 def main() -> None:
     try:
         # With standalone_mode=False click returns the code of a typer.Exit instead of exiting.
-        code = app(standalone_mode=False)
+        code = _command()(standalone_mode=False)
+        if code == 130:  # typer turns Ctrl-C into Exit(130), which click returns here
+            print(INTERRUPTED, file=sys.stderr)
         if isinstance(code, int) and code != 0:
             sys.exit(code)
     except InputError as err:
@@ -56,12 +73,13 @@ def main() -> None:
     except (typer.Exit, SystemExit) as err:
         code = getattr(err, "exit_code", getattr(err, "code", 0))
         sys.exit(code)
-    except typer.Abort:
-        print("aborted", file=sys.stderr)
-        sys.exit(1)
+    except typer.Abort:  # Ctrl-C seen by click
+        print(INTERRUPTED, file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:  # stdout closed early (`roadscene data schema | head -1`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
     except Exception as err:  # click usage errors and the like
-        import click
-
         # typer 0.29 raises its vendored click's exceptions (subclasses of TyperException).
         if isinstance(err, click.ClickException | typer.TyperException) and hasattr(err, "show"):
             err.show()

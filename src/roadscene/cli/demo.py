@@ -10,7 +10,7 @@ import typer
 
 def demo(
     out: Annotated[
-        Path, typer.Option(help="Output folder (must not hold a demo yet, unless --resume).")
+        Path, typer.Option(help="Output folder: new or empty (a stopped demo's with --resume).")
     ] = Path("runs/demo"),
     minutes: Annotated[
         float,

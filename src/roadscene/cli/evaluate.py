@@ -75,10 +75,11 @@ DuplicateOpt = Annotated[
 def _emit(result: EvaluationResult, out: Path | None, report_dir: Path | None, title: str) -> None:
     """Print the headline figures, then write the requested files (each atomically)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from roadscene.io import write_json
-    from roadscene.report import write_report_dir
+    from roadscene.report import is_report_file, write_report_dir
     from roadscene.report.compare import headline_metrics
     from roadscene.report.markdown import fmt
 
@@ -90,13 +91,28 @@ def _emit(result: EvaluationResult, out: Path | None, report_dir: Path | None, t
     console = Console()
     console.print(table)
     for name, reason in result.report.get("unavailable", {}).items():
-        console.print(f"[yellow]{name} not computed:[/yellow] {reason}")
+        console.print(f"[yellow]{escape(name)} not computed:[/yellow] {escape(str(reason))}")
     if out is not None:
-        write_json(out, result.report)
+        write_json(out, result.report, ours=is_report_file, what=REPORT_WHAT)
         console.print(f"report: {out}")
     if report_dir is not None:
         write_report_dir(result, report_dir)
         console.print(f"report folder: {report_dir}")
+
+
+REPORT_WHAT = "a report JSON file"
+
+
+def _check_outputs(out: Path | None, report_dir: Path | None) -> None:
+    """Before any scoring: the report file and folder can be written and replace nothing that
+    `roadscene evaluate` did not write."""
+    from roadscene.io import check_output
+    from roadscene.report import is_report_dir, is_report_file
+
+    if out is not None:
+        check_output(out, ours=is_report_file, what=REPORT_WHAT)
+    if report_dir is not None:
+        check_output(report_dir, folder=True, ours=is_report_dir, what="a report folder")
 
 
 @app.command("captions")
@@ -141,6 +157,7 @@ def captions(
 
     from roadscene.metrics.captions import evaluate_captions
 
+    _check_outputs(out, report_dir)
     status = "caption metrics: PTB tokenizer, METEOR and SPICE run in Java (METEOR's start takes 15-30 s)"
     with Console(stderr=True).status(status):
         result = evaluate_captions(
@@ -188,6 +205,7 @@ def safety(
     """Sidewalk / road / relation fields and object mentions, compat and strict."""
     from roadscene.metrics.safety import evaluate_safety
 
+    _check_outputs(out, report_dir)
     result = evaluate_safety(
         predictions,
         captions_csv=captions_csv,
@@ -214,19 +232,30 @@ def compare(
 ) -> None:
     """One side-by-side table of several evaluation reports."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from roadscene.errors import InputError
-    from roadscene.io import atomic_write
-    from roadscene.report.compare import comparison_markdown, comparison_table, load_report
+    from roadscene.io import atomic_write, check_output
+    from roadscene.report.compare import (
+        comparison_markdown,
+        comparison_table,
+        is_comparison_markdown,
+        load_report,
+    )
 
+    markdown_what = "a comparison table (Markdown)"
+    if markdown is not None:
+        check_output(markdown, ours=is_comparison_markdown, what=markdown_what)
     loaded = [load_report(path) for path in reports]
     columns = names.split(",") if names else [path.name for path in reports]
     if len(columns) != len(loaded):
         raise InputError(
             f"--names gives {len(columns)} names for {len(loaded)} reports", field="names"
         )
-    header, rows = comparison_table(loaded, columns, mark_best=lambda cell: f"[bold]{cell}[/]")
+    header, rows = comparison_table(
+        loaded, columns, mark_best=lambda cell: f"[bold]{cell}[/]", escape=escape
+    )
     table = Table()
     for index, name in enumerate(header):
         table.add_column(name, justify="left" if index == 0 else "right")
@@ -234,5 +263,5 @@ def compare(
         table.add_row(*row)
     Console().print(table)
     if markdown is not None:
-        with atomic_write(markdown) as handle:
+        with atomic_write(markdown, ours=is_comparison_markdown, what=markdown_what) as handle:
             handle.write(comparison_markdown(loaded, columns))

@@ -28,7 +28,7 @@ BAR: dict[str, float] = {
 class DemoConfig(BaseModel):
     """Everything the demo does, with defaults that meet the bar on a 2-core CPU."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     out: Path = Field(Path("runs/demo"), description="Output folder.")
     family: str = Field(

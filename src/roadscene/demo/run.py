@@ -17,7 +17,6 @@ Every stage uses the project's public machinery; nothing here is a private copy 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -94,7 +93,7 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
         structured_target,
         write_synth_dataset,
     )
-    from roadscene.io import write_json
+    from roadscene.io import read_json, write_json
     from roadscene.metrics.captions import evaluate_captions
     from roadscene.metrics.safety import evaluate_safety
     from roadscene.metrics.truth import truth_from_scenes
@@ -195,7 +194,10 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
                 extra_callbacks=[budget],
                 train_examples=rendered,
             )
-        steps_done = json.loads(summary_file.read_text())["global_step"]
+        summary = read_json(summary_file)
+        steps_done = summary.get("global_step") if isinstance(summary, dict) else None
+        if not isinstance(steps_done, int):
+            raise InputError("training summary without global_step", path=summary_file)
         log(f"  {steps_done} steps, model in {summary_file.parent}")
 
     # 4. predict ----------------------------------------------------------------------------
@@ -283,10 +285,14 @@ _RUN_DEFINING = {
 def _check_out_dir(config: DemoConfig, out: Path) -> None:
     """A fresh run needs an unused folder; `resume` needs the same settings as the stopped run.
     The settings are recorded in `demo_config.json` before anything else is written."""
-    from roadscene.io import write_json
+    from roadscene.io import check_output, read_json, write_json
 
+    def is_demo_dir(folder: Path) -> bool:
+        return any((folder / name).exists() for name in (CONFIG_FILE, "train", SUMMARY_FILE))
+
+    check_output(out, folder=True, ours=is_demo_dir, what="a demo folder")
     saved_file = out / CONFIG_FILE
-    used = saved_file.exists() or (out / "train").exists() or (out / SUMMARY_FILE).exists()
+    used = out.is_dir() and is_demo_dir(out)
     if used and not config.resume:
         raise InputError(
             "demo output folder is not empty; pass --resume to continue it, or choose another "
@@ -297,7 +303,9 @@ def _check_out_dir(config: DemoConfig, out: Path) -> None:
     current = config.model_dump(mode="json", include=_RUN_DEFINING)
     current["steps"] = config.train_steps()
     if config.resume and saved_file.is_file():
-        saved = json.loads(saved_file.read_text(encoding="utf-8"))
+        saved = read_json(saved_file)
+        if not isinstance(saved, dict):
+            raise InputError("not a demo settings file", path=saved_file)
         changed = sorted(k for k in current.keys() | saved.keys() if current.get(k) != saved.get(k))
         if changed:
             raise InputError(

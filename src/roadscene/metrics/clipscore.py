@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from roadscene.errors import InputError
+from roadscene.errors import InputError, exception_summary
 
 if TYPE_CHECKING:
     from roadscene.metrics.captions import CaptionPair
@@ -46,22 +46,26 @@ def load_clip(model_name_or_path: str) -> tuple[Any, Any]:
     try:
         model = CLIPModel.from_pretrained(model_name_or_path)
         processor = CLIPProcessor.from_pretrained(model_name_or_path)
-    except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    except Exception as err:  # missing, truncated, not a CLIP folder, offline hub id
         raise InputError(
-            f"cannot load CLIP model: {first}", path=model_name_or_path, field="clip_model"
+            f"cannot load CLIP model: {exception_summary(err)}",
+            path=model_name_or_path,
+            field="clip_model",
         ) from None
     return model.eval(), processor
 
 
 def existing_image(image: str, image_root: str | Path) -> Path:
-    """The image file for a record; a missing file is an InputError naming the path."""
+    """The image file for a record; a missing file (or a folder, a pipe...) is an InputError
+    naming the path."""
     from roadscene.data.images import resolve_image
+    from roadscene.io import regular_file
 
     path = resolve_image(image, image_root)
-    if not path.is_file():
-        raise InputError("image not found", path=path, field="image")
-    return path
+    try:
+        return regular_file(path, "image")
+    except InputError as err:
+        raise InputError(err.reason, path=path, field="image") from None
 
 
 def clip_scores(

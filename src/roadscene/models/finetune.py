@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 class FinetuneSection(BaseModel):
     """How a model is fine-tuned (the recipe's `finetune` section)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     method: Literal["lora", "qlora", "full"] = Field(
         "lora",
@@ -59,6 +59,9 @@ def prepare_model(
             frozen = finetune.freeze_vision and (name + ".").startswith(f"{vision}.")
             param.requires_grad_(not frozen)
         return model
+    from roadscene.models.loading import quiet_optional_kernel_notices
+
+    quiet_optional_kernel_notices()
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if finetune.method == "qlora":

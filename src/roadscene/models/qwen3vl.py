@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, model_validator
 
-from roadscene.models.base import IGNORE_INDEX, ModelFamily, Sizes
+from roadscene.models.base import IGNORE_INDEX, TINY_MARKER, ModelFamily, Sizes, is_model_output
 from roadscene.models.costs import (
     BenchModel,
     SequenceShape,
@@ -272,11 +272,11 @@ class Qwen3VLFamily(ModelFamily):
             do_sample=False,
         )
         out_dir = Path(out_dir)
-        with atomic_dir(out_dir) as tmp:
+        with atomic_dir(out_dir, ours=is_model_output, what="a model folder") as tmp:
             model.save_pretrained(tmp)
             processor.save_pretrained(tmp)
             write_json(
-                tmp / "roadscene_tiny.json",
+                tmp / TINY_MARKER,
                 {
                     "family": self.name,
                     "seed": seed,

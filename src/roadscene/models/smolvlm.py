@@ -26,7 +26,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field
 
 from roadscene.errors import InputError
-from roadscene.models.base import IGNORE_INDEX, ModelFamily, Sizes, pad_images
+from roadscene.models.base import (
+    IGNORE_INDEX,
+    TINY_MARKER,
+    ModelFamily,
+    Sizes,
+    is_model_output,
+    pad_images,
+)
 from roadscene.models.costs import (
     BenchModel,
     SequenceShape,
@@ -233,11 +240,11 @@ class SmolVLMFamily(ModelFamily):
         _set_generation_tokens(model, tokenizer)
 
         out_dir = Path(out_dir)
-        with atomic_dir(out_dir) as tmp:
+        with atomic_dir(out_dir, ours=is_model_output, what="a model folder") as tmp:
             model.save_pretrained(tmp)
             processor.save_pretrained(tmp)
             write_json(
-                tmp / "roadscene_tiny.json",
+                tmp / TINY_MARKER,
                 {
                     "family": self.name,
                     "seed": seed,

@@ -7,7 +7,6 @@ task and prompts it was trained on) and the loaded `Predictor` that answers batc
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 from roadscene.data.records import default_prompt
 from roadscene.errors import InputError
+from roadscene.io import read_json
 from roadscene.predict.settings import Decoding
 from roadscene.targets import GrammarOptions
 
@@ -45,6 +45,8 @@ class ModelCard:
             raise InputError("--model must be a model folder or a hub id, not a file", path=model)
         if adapter is None and (model_path / "adapter_config.json").is_file():
             adapter = model_path
+        if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
+            raise InputError("not a PEFT adapter folder (no adapter_config.json)", path=adapter)
         run_folders = [Path(f) for f in (adapter, model) if f is not None and Path(f).is_dir()]
         saved = next((c for c in map(read_saved_config, run_folders) if c is not None), None)
         prompts = next((p for p in map(read_prompts, run_folders) if p), [])
@@ -76,9 +78,9 @@ class ModelCard:
 
 def _adapter_base(folder: Path) -> str:
     try:
-        config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        config = {}
+        config = read_json(folder / "adapter_config.json")
+    except InputError as err:
+        raise InputError(f"adapter_config.json: {err.reason}", path=folder) from None
     base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
     if not isinstance(base, str) or not base:
         raise InputError(

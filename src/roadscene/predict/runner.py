@@ -10,18 +10,19 @@ command skips the lines already written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from roadscene.data.examples import to_example
 from roadscene.data.images import check_images
 from roadscene.data.records import ExampleRecord, detect_task, load_records
 from roadscene.errors import InputError
-from roadscene.io import atomic_write, dumps_line, read_records
+from roadscene.io import atomic_write, check_output, dumps_line, read_records
 from roadscene.predict.predictor import ModelCard, Predictor
 from roadscene.predict.settings import PredictSettings
 from roadscene.predict.views import parsed_fields, prediction_views
@@ -151,6 +152,7 @@ def predict_file(
         require_answer=False,
         prompt=card.prompt_for(settings.task),
     )
+    check_output(out, what="a prediction JSONL file")
     done = read_done(out)
     for record in records:
         if record.line in done and done[record.line] != record.image:
@@ -187,14 +189,15 @@ def predict_file(
             shots=settings.shots,
             selection=settings.shot_selection,
             seed=settings.shot_seed,
+            on_bad_image=settings.on_bad_image,
         )
 
-    out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with (
-        open(out, "a", encoding="utf-8", newline="") as handle,
+        contextlib.ExitStack() as stack,
         tqdm(total=len(todo), unit="item", disable=not progress, desc="predict") as bar,
     ):
+        handle = None  # opened with the first answers: a run that fails before leaves no file
         for first in range(0, len(todo), settings.batch_size):
             chunk = todo[first : first + settings.batch_size]
             examples = [to_example(r, with_answer=False) for r in chunk]
@@ -205,6 +208,8 @@ def predict_file(
                 dumps_line(_output_row(record, example, text, settings)) + "\n"
                 for record, example, text in zip(chunk, examples, texts, strict=True)
             ]
+            if handle is None:
+                handle = stack.enter_context(_open_for_append(out))
             handle.write("".join(lines))
             handle.flush()
             os.fsync(handle.fileno())
@@ -212,6 +217,14 @@ def predict_file(
             bar.update(len(chunk))
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _open_for_append(out: Path) -> IO[str]:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return open(out, "a", encoding="utf-8", newline="")
+    except OSError as err:
+        raise InputError(f"cannot write here: {err.strerror or err}", path=out) from None
 
 
 def _unseen_prompts(records: list[ExampleRecord], card: ModelCard) -> int:

@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from roadscene.errors import InputError
+from roadscene.errors import InputError, excerpt
+from roadscene.io import loads_yaml, read_json, read_text
 from roadscene.models.finetune import FinetuneSection
 
 CONFIG_FILENAME = "roadscene_config.yaml"
@@ -22,7 +23,8 @@ MAX_SAVED_PROMPTS = 50
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf / nan are never meaningful settings (learning_rate: .inf trains to NaN weights)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelSection(_Section):
@@ -71,7 +73,9 @@ class DataSection(_Section):
 class TrainSection(_Section):
     output_dir: str = Field("runs/smolvlm", description="Run folder (checkpoints, final model).")
     num_epochs: float = Field(3.0, gt=0, description="Epochs (ignored when max_steps > 0).")
-    max_steps: int = Field(-1, description="Stop after this many optimiser steps (-1: epochs).")
+    max_steps: int = Field(
+        -1, ge=-1, description="Stop after this many optimiser steps (-1: epochs; 0 is refused)."
+    )
     batch_size: int = Field(2, ge=1, description="Per-device train batch size.")
     eval_batch_size: int = Field(8, ge=1, description="Per-device eval batch size.")
     grad_accum: int = Field(4, ge=1, description="Gradient accumulation steps.")
@@ -83,7 +87,9 @@ class TrainSection(_Section):
         "linear", description="Learning-rate schedule after warm-up."
     )
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping.")
-    seed: int = Field(0, description="Seed for initialisation, shuffling and dropout.")
+    seed: int = Field(
+        0, ge=0, le=2**32 - 1, description="Seed for initialisation, shuffling and dropout."
+    )
     padding: Literal["longest", "max_length"] = Field(
         "longest",
         description="longest: pad each batch to its longest example (dynamic); max_length: pad "
@@ -103,6 +109,13 @@ class TrainSection(_Section):
     dataloader_num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     report_to: str = Field("none", description="Trainer loggers (none, tensorboard, ...).")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads (null: default).")
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps_or_epochs(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("must be -1 (train for num_epochs) or a number of steps >= 1; got 0")
+        return value
 
 
 class GenerationEvalSection(_Section):
@@ -166,7 +179,10 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     if first["type"] == "extra_forbidden":
         message = "unknown key"
     elif first["type"] == "literal_error":
-        message = f"got {first['input']!r}; {message}"
+        message = f"got {excerpt(first['input'])}; {message}"
+    elif first["type"] != "missing" and "got " not in message:
+        # the value, capped: a hostile (or alias-expanded) value must not flood the message
+        message = f"{message} (got {excerpt(first.get('input'))})"
     return f"{source}: '{where}': {message}"
 
 
@@ -179,8 +195,6 @@ def _allowed_keys(section: str | None) -> list[str]:
 
 def parse_override(item: str) -> tuple[list[str], Any]:
     """`train.learning_rate=1e-4` -> (["train", "learning_rate"], 1e-4); values parse as YAML."""
-    import yaml
-
     if "=" not in item:
         raise InputError(f"override '{item}' is not key=value (e.g. train.learning_rate=1e-4)")
     key, raw = item.split("=", 1)
@@ -196,30 +210,21 @@ def parse_override(item: str) -> tuple[list[str], Any]:
             f"unknown key '{key}'; keys of '{section}': {', '.join(_allowed_keys(section))}"
         )
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
+        value = loads_yaml(raw) if raw.strip() else ""
+    except InputError as err:
+        if err.reason.startswith("refused"):
+            raise InputError(f"--set {key}: {err.reason}") from None
+        value = raw  # not YAML: the text itself
     return parts, value
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """Defaults, then the YAML recipe at `path`, then `section.key=value` overrides."""
-    import yaml
-
     raw: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
-        from roadscene.io import read_text
-
         source = str(path)
-        try:
-            loaded = yaml.safe_load(read_text(path))
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            line = mark.line + 1 if mark is not None else None
-            raise InputError(
-                f"malformed YAML: {getattr(err, 'problem', err)}", path=path, line=line
-            ) from None
+        loaded = loads_yaml(read_text(path), path=path)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -227,7 +232,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         for section in loaded:
             if section not in TrainConfig.model_fields:
                 raise InputError(
-                    f"unknown section '{section}'; allowed: {', '.join(TrainConfig.model_fields)}",
+                    f"unknown section {excerpt(section)}; allowed: "
+                    f"{', '.join(TrainConfig.model_fields)}",
                     path=path,
                 )
         raw = loaded
@@ -236,6 +242,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raw.setdefault(section, {})
         if raw[section] is None:
             raw[section] = {}
+        if not isinstance(raw[section], dict):
+            raise InputError(f"section '{section}' is not a mapping, so --set {item} cannot apply")
         raw[section][name] = value
     if overrides:
         source += " + --set"
@@ -278,13 +286,11 @@ def save_prompts(folder: str | Path, task: str, prompts: list[str]) -> Path:
 
 def read_prompts(folder: str | Path) -> list[str]:
     """The prompts saved with a trained model, most frequent first (empty when none saved)."""
-    import json
-
     path = Path(folder) / PROMPTS_FILENAME
     if not path.is_file():
         return []
+    saved = read_json(path)
     try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
         return [str(item["prompt"]) for item in saved["prompts"]]
-    except (ValueError, KeyError, TypeError) as err:
+    except (KeyError, TypeError) as err:
         raise InputError(f"unreadable prompts file ({type(err).__name__})", path=path) from None

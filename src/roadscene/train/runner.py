@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from roadscene.errors import InputError
-from roadscene.train.config import TrainConfig, save_config
+from roadscene.train.config import CONFIG_FILENAME, TrainConfig, save_config
 
 MODEL_SUBDIR = "model"
 
@@ -54,6 +54,21 @@ def _load_split(config: TrainConfig, split: str, limit: int | None) -> tuple[lis
     return check_images(records, data.on_bad_image)
 
 
+def is_run_dir(folder: Path) -> bool:
+    """Whether `folder` is a training run folder (checkpoints, a saved model, the generation-eval
+    log): a new run may only go into such a folder, a new one or an empty one."""
+    names = {path.name for path in folder.iterdir()}
+    run_files = {MODEL_SUBDIR, "generation_eval.jsonl", CONFIG_FILENAME}
+    return bool(names & run_files) or any(
+        name.startswith(("checkpoint-", "incomplete-checkpoint-")) for name in names
+    )
+
+
+def is_model_output(folder: Path) -> bool:
+    """Whether `folder` is a model folder `run_training` wrote (it may be replaced)."""
+    return (folder / CONFIG_FILENAME).is_file()
+
+
 def run_training(
     config: TrainConfig,
     *,
@@ -69,12 +84,16 @@ def run_training(
     """
     import torch
     from transformers import TrainingArguments, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     from roadscene.data.examples import RecordExamples
-    from roadscene.io import atomic_dir, write_json
+    from roadscene.io import atomic_dir, check_output, write_json
     from roadscene.models import get_family
-    from roadscene.train.callbacks import GenerationEvalCallback, SaveConfigCallback
+    from roadscene.train.callbacks import (
+        GenerationEvalCallback,
+        NonFiniteLossCallback,
+        SaveConfigCallback,
+    )
+    from roadscene.train.checkpoints import checkpoints, resume_checkpoint
     from roadscene.train.collator import EncodedDataset, TrainingCollator
     from roadscene.train.config import save_prompts
 
@@ -83,10 +102,13 @@ def run_training(
     if train_cfg.num_threads:
         torch.set_num_threads(train_cfg.num_threads)
 
-    last_checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-    if resume and last_checkpoint is None:
-        raise InputError("--resume given but there is no checkpoint-* folder", path=output_dir)
-    if not resume and last_checkpoint is not None:
+    check_output(output_dir, folder=True, ours=is_run_dir, what="a training run folder")
+    model_dir = output_dir / MODEL_SUBDIR
+    check_output(model_dir, folder=True, ours=is_model_output, what="a trained model folder")
+    last_checkpoint: str | None = None
+    if resume:
+        last_checkpoint = str(resume_checkpoint(output_dir))
+    elif checkpoints(output_dir):
         raise InputError(
             "output_dir already holds checkpoints; pass --resume to continue, or choose another "
             "train.output_dir",
@@ -185,7 +207,7 @@ def run_training(
         report_to=train_cfg.report_to,
         ddp_find_unused_parameters=False,
     )
-    callbacks: list[Any] = [SaveConfigCallback(config, prompts)]
+    callbacks: list[Any] = [SaveConfigCallback(config, prompts), NonFiniteLossCallback()]
     if use_generation:
         callbacks.append(
             GenerationEvalCallback(
@@ -220,9 +242,8 @@ def run_training(
     if eval_dataset is not None and trainer.state.global_step > 0:
         metrics.update(trainer.evaluate())
 
-    model_dir = output_dir / MODEL_SUBDIR
     if trainer.is_world_process_zero():
-        with atomic_dir(model_dir) as tmp:
+        with atomic_dir(model_dir, ours=is_model_output, what="a trained model folder") as tmp:
             trainer.save_model(str(tmp))  # adapter or full weights + processor
             save_config(config, tmp)
             save_prompts(tmp, config.data.task, prompts)

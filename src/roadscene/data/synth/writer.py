@@ -88,6 +88,14 @@ def split_sizes(n: int, val_fraction: float, test_fraction: float) -> dict[str, 
     return {"train": n - val - test, "val": val, "test": test}
 
 
+SYNTH_WHAT = "a `roadscene data synth` folder"
+
+
+def is_synth_dir(folder: Path) -> bool:
+    """Whether `folder` holds an earlier synthetic dataset (its files may be replaced)."""
+    return (folder / "synth_report.json").is_file()
+
+
 def write_synth_dataset(
     out_dir: str | Path,
     n: int,
@@ -114,11 +122,12 @@ def write_synth_dataset(
     from PIL import Image
 
     from roadscene.data.build import CaptionRow, _write_jsonl, dpo_record, sft_record
-    from roadscene.io import atomic_dir, dumps_line
+    from roadscene.io import atomic_dir, check_output, dumps_line
     from roadscene.targets import DEFAULT_PROMPT
 
     if n < 1:
         raise InputError(f"--n must be at least 1; got {n}", field="n")
+    out_dir = check_output(out_dir, folder=True, ours=is_synth_dir, what=SYNTH_WHAT)
     distribution = distribution or SceneDistribution.builtin()
     options = options or RenderOptions()
     prompt = DEFAULT_PROMPT if prompt is None else prompt
@@ -132,8 +141,7 @@ def write_synth_dataset(
     captions_csv = io.StringIO(newline="")
     caption_writer = csv.writer(captions_csv, lineterminator="\n")
     caption_writer.writerow(["image_path", "target", "split"])
-    out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, ours=is_synth_dir, what=SYNTH_WHAT) as tmp:
         (tmp / "images").mkdir()
         for index, scene in enumerate(sample_scenes(distribution, n, seed)):
             split = split_of[index]
