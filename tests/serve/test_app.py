@@ -26,7 +26,10 @@ def _settings(**overrides) -> ServeSettings:
 
 @pytest.fixture(scope="module")
 def client(serve_predictor):
-    with TestClient(create_app(_settings(), serve_predictor)) as test_client:
+    # The whole module shares this client, so its requests would add up against the per-client
+    # rate limit however fast the box runs them; the limit itself is tested in test_live.py.
+    unlimited = _settings(rate_per_s=1000.0, rate_burst=1000)
+    with TestClient(create_app(unlimited, serve_predictor)) as test_client:
         yield test_client
 
 
