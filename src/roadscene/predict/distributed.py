@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from roadscene.errors import InputError
 from roadscene.predict.predictor import ModelCard, Predictor
 from roadscene.predict.runner import (
+    PredictionJob,
     PredictionWriter,
     PredictSummary,
     RowPredictor,
@@ -146,7 +147,7 @@ def predict_file_ray(
 
 def _stream(
     ray: Any,
-    job: Any,
+    job: PredictionJob,
     ray_settings: RaySettings,
     *,
     progress: bool,
