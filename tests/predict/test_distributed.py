@@ -7,7 +7,6 @@ Each Ray run costs 10-25 s of worker start-up on a busy 2-core box, so one run c
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -33,7 +32,8 @@ def local_ray():
     checkout's roadscene. Every process it started is gone after the module."""
     import psutil
 
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # no token file written to ~/.ray
+    environ = pytest.MonkeyPatch()
+    environ.setenv("RAY_AUTH_MODE", "disabled")  # no token file written to ~/.ray
     # Unix socket paths must stay under ~107 characters: pytest's tmp_path is too long.
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
     source = str(Path(roadscene.__file__).resolve().parents[1])
@@ -56,6 +56,7 @@ def local_ray():
         ray.shutdown()
         _gone, alive = psutil.wait_procs(started, timeout=20)
         shutil.rmtree(temp_dir, ignore_errors=True)
+        environ.undo()
         assert not alive, f"Ray left processes behind: {[p.pid for p in alive]}"
 
 
@@ -104,3 +105,18 @@ def test_rerun_resumes_and_a_killed_worker_loses_no_row(
     assert 0 < summary.seconds <= time.perf_counter() - started
     # every row exactly once, in data order: the bytes of the local run
     assert out.read_bytes() == local_output.read_bytes()
+
+
+def test_a_pool_the_cluster_cannot_hold_is_refused(
+    local_ray, tiny_smolvlm_dir: Path, scenes_64: Path, tmp_path: Path
+) -> None:
+    from roadscene.errors import InputError
+
+    card = ModelCard.read(tiny_smolvlm_dir)
+    for settings, message in [
+        (RaySettings(num_workers=3), "3 workers x 1 CPU"),
+        (RaySettings(num_workers=1, gpus_per_worker=1), "the Ray cluster has 0"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            predict_file_ray(scenes_64, tmp_path / "p.jsonl", card, SETTINGS, settings)
+    assert not (tmp_path / "p.jsonl").exists()

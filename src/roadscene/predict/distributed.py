@@ -145,6 +145,23 @@ def predict_file_ray(
     return job.summary
 
 
+def _check_resources(ray: Any, ray_settings: RaySettings) -> None:
+    """Refuse a pool the cluster cannot hold: Ray would wait for it forever."""
+    available = ray.cluster_resources()
+    workers = ray_settings.num_workers
+    for resource, per_worker, option in (
+        ("CPU", ray_settings.cpus_per_worker, "--cpus-per-worker"),
+        ("GPU", ray_settings.gpus_per_worker, "--gpus-per-worker"),
+    ):
+        have = available.get(resource, 0)
+        if per_worker and workers * per_worker > have:
+            raise InputError(
+                f"{workers} workers x {per_worker} {resource} ({option}) need "
+                f"{workers * per_worker:g} {resource}s; the Ray cluster has {have:g}: lower "
+                "--num-workers or add nodes"
+            )
+
+
 def _stream(
     ray: Any,
     job: PredictionJob,
@@ -157,6 +174,7 @@ def _stream(
     from ray.exceptions import RayTaskError
     from tqdm.auto import tqdm
 
+    _check_resources(ray, ray_settings)
     context = DataContext.get_current()
     context.enable_progress_bars = False  # our own bar counts rows, as the local engine does
     context.print_on_execution_start = False
