@@ -2,9 +2,9 @@
 
 The HF Trainer does the loop, so `torchrun` / `accelerate launch` (DDP, FSDP, DeepSpeed; one node
 or several) scale it out unchanged; `roadscene.train.launch` reads what the launcher asked for
-(docs/training.md, "Several GPUs or nodes"). The final folder (`{output_dir}/model`) holds the adapter (or full model), the processor with its
-chat template and the resolved config: `roadscene predict --model {output_dir}/model` needs
-nothing else.
+(docs/training.md, "Several GPUs or nodes"). The final folder (`{output_dir}/model`) holds the
+adapter (or full model), the processor with its chat template and the resolved config:
+`roadscene predict --model {output_dir}/model` needs nothing else.
 """
 
 from __future__ import annotations
