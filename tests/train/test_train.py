@@ -282,7 +282,8 @@ def _step_losses(out: Path) -> dict[int, float]:
 @pytest.fixture(scope="module")
 def torchrun_run(tiny_smolvlm_dir: Path, tiny_bvpi_dir: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("torchrun") / "ddp"
-    torchrun = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2",
+    # `python -m torch.distributed.run` is what the `torchrun` command runs (in any venv)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                 "--master_port", str(_free_port())]  # fmt: skip
     _train(torchrun, tiny_smolvlm_dir, tiny_bvpi_dir, out)
     return out
@@ -306,7 +307,8 @@ def test_accelerate_two_cpu_processes_give_torchrun_loss_curve(
 ) -> None:
     """`accelerate launch --config_file configs/accelerate/ddp.yaml --num_processes 2` on a
     machine without GPUs: two gloo processes, the loss of every step as under torchrun."""
-    accelerate = [str(Path(sys.executable).with_name("accelerate")), "launch",
+    # `accelerate launch` as a module, like torchrun above
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch",
                   "--config_file", str(REPO / "configs" / "accelerate" / "ddp.yaml"),
                   "--num_processes", "2", "--main_process_port", str(_free_port())]  # fmt: skip
     out = tmp_path / "accelerate"
