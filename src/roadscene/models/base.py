@@ -114,6 +114,11 @@ class ModelFamily(abc.ABC):
     bench_archs: ClassVar[dict[str, str]] = {}
     #: Whether the recipe keeps fp32 master weights (bf16 autocast on GPU) even for LoRA.
     recipe_trains_in_fp32: ClassVar[bool] = False
+    #: Module classes FSDP shards as one unit each (`configs/accelerate/fsdp.yaml` names none:
+    #: `roadscene train` passes these): the vision encoder's and the language model's layers.
+    #: Stated here because a model's `_no_split_modules`, accelerate's default, can be wrong
+    #: (a class the model does not have stops accelerate; a sub-layer leaves the rest unsharded).
+    fsdp_wrap_classes: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------------ loading
     def load(

@@ -169,6 +169,7 @@ class Qwen3VLFamily(ModelFamily):
     # Full match: only the language model's attention q/v, never the vision tower's `attn.qkv`.
     lora_target_modules = r"model\.language_model\.layers\.\d+\.self_attn\.(q_proj|v_proj)"
     vision_module_name = "model.visual"
+    fsdp_wrap_classes = ("Qwen3VLVisionBlock", "Qwen3VLTextDecoderLayer")
     recipe = "qwen3-vl-2b-bvpi-lora.yaml"
     bench_archs: ClassVar[dict[str, str]] = {"real": "qwen3-vl-2b", "tiny": "qwen3-vl-tiny"}
 

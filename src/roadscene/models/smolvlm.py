@@ -126,6 +126,9 @@ class SmolVLMFamily(ModelFamily):
     # tower's (`model.vision_model.encoder.layers.N.self_attn.q_proj` has the same leaf names).
     lora_target_modules = r".*\.text_model\..*\.(q_proj|v_proj)"
     vision_module_name = "model.vision_model"
+    # The SigLIP encoder's layers and the Llama text model's. The model's `_no_split_modules`
+    # names the vision layers' attention only, which would leave their MLPs unsharded.
+    fsdp_wrap_classes = ("SmolVLMEncoderLayer", "LlamaDecoderLayer")
     recipe = "smolvlm2-2.2b-bvpi-lora.yaml"
     bench_archs: ClassVar[dict[str, str]] = {"real": "smolvlm2-2.2b", "tiny": "smolvlm2-tiny"}
 

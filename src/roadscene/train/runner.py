@@ -1,13 +1,15 @@
 """`roadscene train`: config -> data -> model (LoRA / QLoRA / full) -> HF Trainer -> saved model.
 
-The HF Trainer does the loop, so `torchrun` / `accelerate launch` scale it out unchanged. The
-final folder (`{output_dir}/model`) holds the adapter (or full model), the processor with its
-chat template and the resolved config: `roadscene predict --model {output_dir}/model` needs
-nothing else.
+The HF Trainer does the loop, so `torchrun` / `accelerate launch` (DDP, FSDP, DeepSpeed; one node
+or several) scale it out unchanged; `roadscene.train.launch` reads what the launcher asked for
+(docs/training.md, "Several GPUs or nodes"). The final folder (`{output_dir}/model`) holds the
+adapter (or full model), the processor with its chat template and the resolved config:
+`roadscene predict --model {output_dir}/model` needs nothing else.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +84,9 @@ def run_training(
     `VisionTextExample` s (e.g. scenes rendered on the fly; its `prompts` attribute, if any,
     names the prompts saved with the model); eval data still comes from `config.data`.
     """
+    from roadscene.train.launch import check_launch, process_device, use_family_fsdp_layers
+
+    check_launch()
     import torch
     from transformers import TrainingArguments, set_seed
 
@@ -142,7 +147,9 @@ def run_training(
     if dtype is None and config.finetune.method == "full":
         # Full fine-tuning keeps fp32 master weights; the Trainer autocasts to bf16 on GPU.
         dtype = torch.float32
-    loaded = family.load(config.model.name_or_path, quantization=quantization, dtype=dtype)
+    loaded = family.load(
+        config.model.name_or_path, quantization=quantization, dtype=dtype, device=process_device()
+    )
     model = family.prepare_for_training(
         loaded.model,
         config.finetune,
@@ -165,6 +172,7 @@ def run_training(
         if eval_records
         else None
     )
+    use_family_fsdp_layers(family.fsdp_wrap_classes)
     gen = config.generation_eval
     use_generation = gen.enabled and eval_dataset is not None
     # Field accuracy only means something when answers carry the fields (bvpi).
@@ -242,11 +250,20 @@ def run_training(
     if eval_dataset is not None and trainer.state.global_step > 0:
         metrics.update(trainer.evaluate())
 
+    # Every process takes part in saving: FSDP and DeepSpeed ZeRO-3 gather the full weights
+    # from all of them; only the main process writes. The folder appears whole or not at all.
+    staging = output_dir / f".{MODEL_SUBDIR}.saving"
+    if trainer.is_world_process_zero():
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(staging))  # adapter or full weights + processor
     if trainer.is_world_process_zero():
         with atomic_dir(model_dir, ours=is_model_output, what="a trained model folder") as tmp:
-            trainer.save_model(str(tmp))  # adapter or full weights + processor
+            for item in staging.iterdir():
+                item.rename(tmp / item.name)
             save_config(config, tmp)
             save_prompts(tmp, config.data.task, prompts)
+        shutil.rmtree(staging)
         summary = {
             "metrics": metrics,
             "train_rows": len(train_dataset),
@@ -257,10 +274,13 @@ def run_training(
         }
         write_json(model_dir / "training_summary.json", summary)
     trainer.accelerator.wait_for_everyone()
-    return TrainResult(
+    result = TrainResult(
         model_dir=model_dir,
         metrics=metrics,
         skipped_images=skipped,
         best_checkpoint=trainer.state.best_model_checkpoint,
         is_main_process=trainer.is_world_process_zero(),
     )
+    # Leave the process group (a gloo rank that exits without it can abort at exit).
+    trainer.accelerator.end_training()
+    return result

@@ -120,6 +120,10 @@ class FlamingoFamily(ModelFamily):
     supports_demonstrations = True
     recipe = "openflamingo-3b-bvpi.yaml"
     recipe_trains_in_fp32 = True
+    # CLIP's layers, the MPT blocks (each with its gated cross-attention) and the perceiver. The
+    # model's `_no_split_modules` (gathered from CLIP's) names CLIP text embeddings this model
+    # does not have, which stops accelerate, and leaves the perceiver out.
+    fsdp_wrap_classes = ("CLIPEncoderLayer", "FlamingoDecoderBlock", "PerceiverResampler")
     bench_archs: ClassVar[dict[str, str]] = {"real": "openflamingo-3b", "tiny": "openflamingo-tiny"}
 
     # ----------------------------------------------------------------------------- loading
