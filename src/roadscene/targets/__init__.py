@@ -24,6 +24,7 @@ from roadscene.targets.cue import (
     navigation_cue,
 )
 from roadscene.targets.grammar import GrammarOptions, answer_grammar
+from roadscene.targets.mirror import mirror_response, mirror_text
 
 __all__ = [
     "CAPTION_PROMPT",
@@ -40,6 +41,8 @@ __all__ = [
     "cue_for_scene",
     "describe_positions",
     "header_text",
+    "mirror_response",
+    "mirror_text",
     "navigation_cue",
     "object_phrase",
     "parse_response",
