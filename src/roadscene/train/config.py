@@ -202,7 +202,7 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
         message = "unknown key"
     elif first["type"] == "literal_error":
         message = f"got {first['input']!r}; {message}"
-    return f"{source}: '{where}': {message}"
+    return f"{source}: '{where}': {message}" if where else f"{source}: {message}"
 
 
 def _allowed_keys(section: str | None) -> list[str]:
