@@ -132,6 +132,8 @@ class DemoResult:
     steps_planned: int
     stopped_by_budget: bool
     files: dict[str, Path] = field(default_factory=dict)
+    #: headline figures per test condition (clean first), when conditions were asked for
+    by_condition: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
     def passes_bar(self) -> bool:
         return all((self.metrics.get(name) or 0.0) >= low for name, low in BAR.items())

@@ -261,6 +261,7 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
         steps_done=steps_done,
         steps_planned=steps,
         stopped_by_budget=budget.stopped,
+        by_condition=by_condition,
         files={
             "report": report_dir / "report.md",
             "gallery": gallery,
