@@ -88,3 +88,51 @@ def test_a_task_mix_run_records_its_realised_proportions(
     assert plan["sources"]["caption:captions_train.json"] == pytest.approx(0.7, abs=0.06)
     assert plan["annotated"] == pytest.approx(0.2, abs=0.06)
     assert "task mix over 400 items: caption:captions_train.json 0." in capsys.readouterr().out
+
+
+def test_few_shot_items_train_beside_plain_ones_with_flamingo(
+    tiny_flamingo_dir: Path, tiny_bvpi_dir: Path, tmp_path: Path
+) -> None:
+    import torch
+    from PIL import Image
+
+    from roadscene.data.examples import VisionTextExample
+    from roadscene.models import get_family
+
+    # a batch of a plain row and a row with two demonstrations: the plain row's image axis is
+    # padded, and its logits are those it has alone
+    family = get_family("flamingo")
+    loaded = family.load(str(tiny_flamingo_dir), dtype=torch.float32)
+    image = Image.new("RGB", (32, 32), (200, 30, 30))
+    plain = VisionTextExample([image], "Describe.", "Sidewalk: left.")
+    shot = VisionTextExample(
+        [Image.new("RGB", (32, 32), (0, 90, 200))], "Describe.", "Road: right."
+    )
+    few = VisionTextExample([image], "Describe.", "Sidewalk: left.", demonstrations=[shot, shot])
+    encoded = [family.encode(loaded.processor, e) for e in (plain, few)]
+    batch = family.collate(loaded.processor, encoded, padding_side="right")
+    alone = family.collate(loaded.processor, encoded[:1], padding_side="right")
+    assert batch["vision_x"].shape[1] == 3 and alone["vision_x"].shape[1] == 1
+    with torch.no_grad():
+        both = loaded.model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        single = loaded.model(**{k: v for k, v in alone.items() if k != "labels"}).logits
+    length = single.shape[1]
+    assert torch.allclose(both[0, :length], single[0], atol=1e-5)
+
+    mix = {"sources": [{"task": "bvpi", "file": "bvpi_sft_train.jsonl", "weight": 1}],
+           "few_shot_share": 0.5, "shots": 2, "length": 16}  # fmt: skip
+    config = load_config(
+        REPO / "configs" / "tiny-flamingo.yaml",
+        [
+            f"model.name_or_path={tiny_flamingo_dir}",
+            f"data.data_dir={tiny_bvpi_dir}",
+            f"train.output_dir={tmp_path / 'run'}",
+            "train.max_steps=2",
+            "train.batch_size=4",
+            "data.eval_split=null",
+            "generation_eval.enabled=false",
+            f"data.mix={json.dumps(mix)}",
+        ],
+    )
+    summary = json.loads((run_training(config).model_dir / "training_summary.json").read_text())
+    assert summary["global_step"] == 2 and 0 < summary["mix"]["few_shot"] < 1
