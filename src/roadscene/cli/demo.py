@@ -57,7 +57,7 @@ def demo(
     augment: Annotated[
         bool,
         typer.Option(
-            help="Train with every weather / lighting transform at p 0.25, strength 0.7 "
+            help="Train with every weather / lighting transform at p 0.15, strength 0.7 "
             "(needs roadscene[augment])."
         ),
     ] = False,

@@ -112,7 +112,7 @@ class AugmentSection(BaseModel):
         return self.hflip > 0 or any(t.p > 0 for t in self.transforms.values())
 
 
-def weather_preset(p: float = 0.25, strength: float = 0.7) -> AugmentSection:
+def weather_preset(p: float = 0.15, strength: float = 0.7) -> AugmentSection:
     """Every transform with the same probability and strength (the benchmark's setting)."""
     return AugmentSection(
         transforms={name: TransformSettings(p=p, strength=strength) for name in TRANSFORMS}
