@@ -362,6 +362,9 @@ def _check_out_dir(config: DemoConfig, out: Path) -> None:
     current["steps"] = config.train_steps()
     if config.resume and saved_file.is_file():
         saved = json.loads(saved_file.read_text(encoding="utf-8"))
+        # settings added later: a folder written before them ran with their defaults
+        defaults = DemoConfig().model_dump(mode="json", include={"augment", "conditions"})
+        saved = {**defaults, **saved}
         changed = sorted(k for k in current.keys() | saved.keys() if current.get(k) != saved.get(k))
         if changed:
             raise InputError(
