@@ -21,6 +21,7 @@ from roadscene.cli import evaluate as evaluate_cli
 from roadscene.cli import flamingo as flamingo_cli
 from roadscene.cli import model as model_cli
 from roadscene.cli import predict as predict_cli
+from roadscene.cli import recipe as recipe_cli
 from roadscene.cli import serve as serve_cli
 from roadscene.cli import synth as synth_cli
 from roadscene.cli import train as train_cli
@@ -36,6 +37,9 @@ app = typer.Typer(
 )
 app.add_typer(data_cli.app, name="data")
 data_cli.app.command("synth")(synth_cli.synth)
+data_cli.app.command("augment-preview")(recipe_cli.augment_preview)
+data_cli.app.command("filter")(recipe_cli.filter_pairs)
+data_cli.app.command("export")(recipe_cli.export)
 app.add_typer(evaluate_cli.app, name="evaluate")
 app.add_typer(model_cli.app, name="model")
 model_cli.app.command("convert-openflamingo")(flamingo_cli.convert_openflamingo)

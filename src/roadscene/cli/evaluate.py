@@ -219,6 +219,58 @@ def safety(
     _emit(result, out, report_dir, f"Safety metrics, split {split}, N = {result.report['n']}")
 
 
+@app.command("conditions")
+def conditions(
+    predictions: Annotated[
+        list[str],
+        typer.Option(
+            "--predictions",
+            "-p",
+            help="CONDITION=FILE, once per condition (the same test scenes under each, e.g. "
+            "from `data synth --conditions`).",
+        ),
+    ],
+    captions_csv: Annotated[
+        Path, typer.Option("--captions", help="captions.csv: decides the split's images.")
+    ],
+    annotations_csv: Annotated[
+        Path, typer.Option("--annotations", help="annotations.csv: the truth.")
+    ],
+    split: Annotated[str, typer.Option("--split", help="train, val or test.")] = "test",
+    on_duplicate: DuplicateOpt = DuplicateOption.error,
+    clean: CleanOpt = CleanOption.auto,
+    report_dir: ReportDirOpt = None,
+) -> None:
+    """Safety metrics per test condition: every figure, one column per condition."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from roadscene.metrics.conditions import evaluate_conditions, parse_condition_files
+    from roadscene.report.compare import comparison_table
+
+    results = evaluate_conditions(
+        parse_condition_files(predictions),
+        captions_csv,
+        annotations_csv,
+        split=split,
+        on_duplicate=on_duplicate.value,
+        clean=clean.value,
+    )
+    header, rows = comparison_table(
+        [r.report for r in results.values()], list(results), mark_best=lambda c: f"[bold]{c}[/]"
+    )
+    table = Table(title=f"Safety metrics per condition, split {split}")
+    for index, name in enumerate(header):
+        table.add_column(name, justify="left" if index == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+    if report_dir is not None:
+        from roadscene.report.conditions import write_condition_reports
+
+        Console().print(f"report: {write_condition_reports(results, report_dir)}")
+
+
 @app.command("compare")
 def compare(
     reports: Annotated[list[Path], typer.Argument(help="Report JSON files to put side by side.")],

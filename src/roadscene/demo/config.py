@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from roadscene.data.augment import AugmentSection
+
 DEMO_PROMPT = "Describe the scene for a blind pedestrian."
 # The default training budget and its step count (measured step times: docs/performance.md).
 # `--minutes M` scales the step count (fixed steps keep a run reproducible); the wall clock caps
@@ -74,6 +76,25 @@ class DemoConfig(BaseModel):
     sizes: dict[str, Any] = Field(
         default_factory=dict, description="Model sizes on top of the family's demo sizes."
     )
+    augment: AugmentSection = Field(
+        default_factory=AugmentSection,
+        description="Weather / lighting augmentation of the training images (none by default).",
+    )
+    conditions: list[str] = Field(
+        default_factory=list,
+        description="Test conditions (rain, fog, night, glare, blur) to evaluate on besides the "
+        "clean test split: the same test scenes rendered under each.",
+    )
+
+    @field_validator("conditions")
+    @classmethod
+    def _known_conditions(cls, value: list[str]) -> list[str]:
+        from roadscene.data.synth.conditions import CONDITIONS
+
+        for name in value:
+            if name not in CONDITIONS:
+                raise ValueError(f"unknown condition '{name}'; allowed: {', '.join(CONDITIONS)}")
+        return [name for name in dict.fromkeys(value) if name != "clean"]
 
     @field_validator("family")
     @classmethod
@@ -116,6 +137,8 @@ class DemoResult:
     steps_planned: int
     stopped_by_budget: bool
     files: dict[str, Path] = field(default_factory=dict)
+    #: headline figures per test condition (clean first), when conditions were asked for
+    by_condition: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
     def passes_bar(self) -> bool:
         return all((self.metrics.get(name) or 0.0) >= low for name, low in BAR.items())

@@ -1,12 +1,13 @@
 """CLIPScore of a caption against its image (torchmetrics' `clip_score` with a local or hub CLIP
-model), scored per sample."""
+model, loaded by `roadscene.models.clip.load_clip`), scored per sample."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from roadscene.errors import InputError, exception_summary
+from roadscene.errors import InputError
+from roadscene.models.clip import load_clip
 
 if TYPE_CHECKING:
     from roadscene.metrics.captions import CaptionPair
@@ -37,22 +38,6 @@ def _clip_for_torchmetrics(model: Any) -> Any:
             return _features_tensor(output)
 
     return ClipFeatures(model).eval()
-
-
-def load_clip(model_name_or_path: str) -> tuple[Any, Any]:
-    """A CLIP model (eval mode) and its processor, from a local folder or a hub id."""
-    from transformers import CLIPModel, CLIPProcessor
-
-    try:
-        model = CLIPModel.from_pretrained(model_name_or_path)
-        processor = CLIPProcessor.from_pretrained(model_name_or_path)
-    except Exception as err:  # missing, truncated, not a CLIP folder, offline hub id
-        raise InputError(
-            f"cannot load CLIP model: {exception_summary(err)}",
-            path=model_name_or_path,
-            field="clip_model",
-        ) from None
-    return model.eval(), processor
 
 
 def existing_image(image: str, image_root: str | Path) -> Path:

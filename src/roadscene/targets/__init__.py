@@ -31,6 +31,7 @@ from roadscene.targets.cue import (
     unclear_view_cue,
 )
 from roadscene.targets.grammar import GrammarOptions, answer_grammar
+from roadscene.targets.mirror import mirror_response, mirror_text
 
 __all__ = [
     "CAPTION_PROMPT",
@@ -52,6 +53,8 @@ __all__ = [
     "cue_for_scene",
     "describe_positions",
     "header_text",
+    "mirror_response",
+    "mirror_text",
     "navigation_cue",
     "object_phrase",
     "parse_response",

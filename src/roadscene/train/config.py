@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from roadscene.data.augment import AugmentSection
+from roadscene.data.mix import MixSection
 from roadscene.errors import InputError, excerpt
 from roadscene.io import loads_yaml, read_json, read_text
 from roadscene.models.finetune import FinetuneSection
@@ -67,6 +69,21 @@ class DataSection(_Section):
         False,
         description="Keep encoded tensors (token ids + pixels) in memory after the first epoch; "
         "good for tiny images, too big for full-size SmolVLM tiles.",
+    )
+    train_file: str | None = Field(
+        None,
+        description="Train on this file instead of the train split's (any task file, or the "
+        "conversational format of `roadscene data export`).",
+    )
+    eval_file: str | None = Field(
+        None, description="Evaluate on this file instead of the eval split's."
+    )
+    augment: AugmentSection = Field(
+        default_factory=AugmentSection,
+        description="Weather / lighting augmentation of training images, on the fly and seeded.",
+    )
+    mix: MixSection | None = Field(
+        None, description="Several weighted sources instead of one train file (a task mix)."
     )
 
 
@@ -160,10 +177,28 @@ class TrainConfig(_Section):
                 raise ValueError(_format_validation_error(err, "family_options")) from None
             # Store the resolved options (defaults filled in) so the saved config is complete.
             object.__setattr__(self, "family_options", validated.model_dump(mode="json"))
+        data = self.data
+        if data.augment.active and data.cache_encoded:
+            raise ValueError(
+                "data.cache_encoded keeps the first pixels an item had; it cannot be combined "
+                "with data.augment"
+            )
+        if data.mix is not None and data.train_file is not None:
+            raise ValueError("give data.mix or data.train_file, not both")
+        if (
+            data.mix is not None
+            and data.mix.few_shot_share > 0
+            and not family.supports_demonstrations
+        ):
+            raise ValueError(
+                f"data.mix.few_shot_share needs a family that takes in-context demonstrations; "
+                f"'{self.model.family}' does not"
+            )
         if (
             self.generation_eval.enabled
             and self.generation_eval.keep_best
             and not self.data.eval_split
+            and not self.data.eval_file
         ):
             raise ValueError(
                 "generation_eval.keep_best needs data.eval_split; set generation_eval.enabled=false "
@@ -183,7 +218,7 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     elif first["type"] != "missing" and "got " not in message:
         # the value, capped: a hostile (or alias-expanded) value must not flood the message
         message = f"{message} (got {excerpt(first.get('input'))})"
-    return f"{source}: '{where}': {message}"
+    return f"{source}: '{where}': {message}" if where else f"{source}: {message}"
 
 
 def _allowed_keys(section: str | None) -> list[str]:

@@ -44,15 +44,22 @@ def _use_bf16(setting: str) -> bool:
     return setting == "true"
 
 
-def _load_split(config: TrainConfig, split: str, limit: int | None) -> tuple[list, Any]:
+def _data_path(config: TrainConfig, file: str) -> Path:
+    """A data file named in the config: relative paths are relative to data.data_dir."""
+    path = Path(file)
+    return path if path.is_absolute() else Path(config.data.data_dir) / path
+
+
+def _load_split(
+    config: TrainConfig, split: str, limit: int | None, file: str | None = None
+) -> tuple[list, Any]:
     from roadscene.data.images import check_images
     from roadscene.data.records import load_records, task_file
 
     data = config.data
     image_root = data.image_root or data.data_dir
-    records = load_records(
-        data.task, task_file(data.task, split, data.data_dir), image_root, limit=limit
-    )
+    path = _data_path(config, file) if file else task_file(data.task, split, data.data_dir)
+    records = load_records(data.task, path, image_root, limit=limit)
     return check_images(records, data.on_bad_image)
 
 
@@ -69,6 +76,38 @@ def is_run_dir(folder: Path) -> bool:
 def is_model_output(folder: Path) -> bool:
     """Whether `folder` is a model folder `run_training` wrote (it may be replaced)."""
     return (folder / CONFIG_FILENAME).is_file()
+
+
+def _mixed_examples(config: TrainConfig) -> tuple[Any, int]:
+    """The task mix of `data.mix` (every source file read, every image checked) and the number
+    of rows skipped for bad images."""
+    from roadscene.data.images import check_images
+    from roadscene.data.mix import MixedExamples
+    from roadscene.data.records import load_records
+
+    data = config.data
+    assert data.mix is not None
+    image_root = data.image_root or data.data_dir
+    sources, skipped = [], 0
+    for source in data.mix.sources:
+        path = _data_path(config, source.file)
+        if not path.is_file():
+            raise InputError("mix source file not found", path=path, field="data.mix.sources")
+        records, bad = check_images(load_records(source.task, path, image_root), data.on_bad_image)
+        sources.append(records)
+        skipped += len(bad)
+    return MixedExamples(data.mix, sources, seed=config.train.seed), skipped
+
+
+def _epoch_callback(dataset: Any) -> Any:
+    """Tells an augmented dataset which epoch is starting (its seed includes the epoch)."""
+    from transformers import TrainerCallback
+
+    class AugmentEpoch(TrainerCallback):
+        def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            dataset.set_epoch(int(state.epoch or 0))
+
+    return AugmentEpoch()
 
 
 def run_training(
@@ -90,6 +129,7 @@ def run_training(
     import torch
     from transformers import TrainingArguments, set_seed
 
+    from roadscene.data.augment import AugmentedExamples, Augmenter
     from roadscene.data.examples import RecordExamples
     from roadscene.io import atomic_dir, check_output, write_json
     from roadscene.models import get_family
@@ -124,20 +164,36 @@ def run_training(
     family = get_family(config.model.family)
     train_records: list = []
     bad_train: Any = []
-    if train_examples is None:
+    mix_plan: dict[str, Any] | None = None
+    mix_skipped = 0
+    if train_examples is None and config.data.mix is not None:
+        train_examples, mix_skipped = _mixed_examples(config)
+        mix_plan = train_examples.plan()
+        shares = ", ".join(f"{k} {v:.3f}" for k, v in mix_plan["sources"].items())
+        print(
+            f"task mix over {mix_plan['items']} items: {shares}; annotated "
+            f"{mix_plan['annotated']:.3f}, few-shot {mix_plan['few_shot']:.3f}"
+        )
+    elif train_examples is None:
         train_records, bad_train = _load_split(
-            config, config.data.train_split, config.data.max_train_examples
+            config,
+            config.data.train_split,
+            config.data.max_train_examples,
+            config.data.train_file,
         )
         if not train_records:
             raise InputError(f"no usable training rows in split '{config.data.train_split}'")
     eval_records: list = []
     bad_eval_count = 0
-    if config.data.eval_split:
+    if config.data.eval_split or config.data.eval_file:
         eval_records, bad_eval = _load_split(
-            config, config.data.eval_split, config.data.max_eval_examples
+            config,
+            config.data.eval_split or "",
+            config.data.max_eval_examples,
+            config.data.eval_file,
         )
         bad_eval_count = len(bad_eval)
-    skipped = len(bad_train) + bad_eval_count
+    skipped = len(bad_train) + bad_eval_count + mix_skipped
     if skipped:
         print(f"skipped {skipped} rows with missing or unreadable images (data.on_bad_image=skip)")
 
@@ -165,6 +221,13 @@ def run_training(
     prompts = (
         [] if config.data.task == "annotated" else list(getattr(train_examples, "prompts", []))
     )
+    epoch_callbacks: list[Any] = []
+    if config.data.augment.active:
+        augmented = AugmentedExamples(
+            train_examples, Augmenter(config.data.augment, seed=train_cfg.seed), config.data.task
+        )
+        train_examples = augmented
+        epoch_callbacks.append(_epoch_callback(augmented))
     cache = config.data.cache_encoded
     train_dataset = EncodedDataset(train_examples, family, processor, cache=cache)
     eval_dataset = (
@@ -216,6 +279,7 @@ def run_training(
         ddp_find_unused_parameters=False,
     )
     callbacks: list[Any] = [SaveConfigCallback(config, prompts), NonFiniteLossCallback()]
+    callbacks: list[Any] = [SaveConfigCallback(config, prompts), *epoch_callbacks]
     if use_generation:
         callbacks.append(
             GenerationEvalCallback(
@@ -272,6 +336,8 @@ def run_training(
             "best_checkpoint": trainer.state.best_model_checkpoint,
             "global_step": trainer.state.global_step,
         }
+        if mix_plan is not None:
+            summary["mix"] = mix_plan
         write_json(model_dir / "training_summary.json", summary)
     trainer.accelerator.wait_for_everyone()
     result = TrainResult(
