@@ -278,8 +278,11 @@ def run_training(
         report_to=train_cfg.report_to,
         ddp_find_unused_parameters=False,
     )
-    callbacks: list[Any] = [SaveConfigCallback(config, prompts), NonFiniteLossCallback()]
-    callbacks: list[Any] = [SaveConfigCallback(config, prompts), *epoch_callbacks]
+    callbacks: list[Any] = [
+        SaveConfigCallback(config, prompts),
+        NonFiniteLossCallback(),
+        *epoch_callbacks,
+    ]
     if use_generation:
         callbacks.append(
             GenerationEvalCallback(
