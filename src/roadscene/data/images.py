@@ -160,12 +160,16 @@ def open_image_bytes(
 def check_images(
     records: list[ExampleRecord], on_bad_image: OnBadImage
 ) -> tuple[list[ExampleRecord], BadImages]:
-    """Open every image once up front so a bad one fails before any model work starts."""
+    """Open every image (and clip) once up front so a bad one fails before any model work
+    starts."""
     kept: list[ExampleRecord] = []
     bad = BadImages()
     for record in records:
         try:
-            open_image(record.image_path, source=record.source, line=record.line)
+            if record.clip is not None:
+                record.clip.open(source=record.source, line=record.line)
+            else:
+                open_image(record.image_path, source=record.source, line=record.line)
         except InputError as err:
             if on_bad_image == "error":
                 raise
