@@ -99,6 +99,9 @@ class ModelFamily(abc.ABC):
     token_keys: ClassVar[tuple[str, ...]] = ()
     #: Whether `encode` puts `VisionTextExample.demonstrations` (few-shot) before the query.
     supports_demonstrations: ClassVar[bool] = False
+    #: Whether `encode` takes clip examples (`VisionTextExample.clip`: sampled frames with their
+    #: timestamps) through the model's own video path.
+    supports_clips: ClassVar[bool] = False
     #: `finetune.method` values the family trains with (empty: its own recipe decides).
     finetune_methods: ClassVar[tuple[str, ...]] = ("lora", "qlora", "full")
     #: Pydantic model validating the recipe's `family_options` section (None: takes none).
@@ -228,6 +231,21 @@ class ModelFamily(abc.ABC):
         self, processor: Any, features: Sequence[dict[str, torch.Tensor]]
     ) -> dict[str, torch.Tensor]:
         """The image tensors of a batch from the examples' encoded features."""
+
+    def check_clips(self, model: Any, frames: int) -> None:
+        """An InputError when `model` cannot take clips of `frames` frames (families whose
+        models differ override this)."""
+        if not self.supports_clips:
+            raise InputError(
+                f"the {self.name} family does not take video clips; give it images",
+                field="model",
+            )
+
+    def prepare_for_clips(self, model: Any, frames: int) -> Any:
+        """A model built from a stored architecture made ready for clips of `frames` frames (the
+        benchmark's clip case): nothing to add for most families."""
+        self.check_clips(model, frames)
+        return model
 
     def pad_token_id(self, processor: Any) -> int:
         return getattr(processor, "tokenizer", processor).pad_token_id

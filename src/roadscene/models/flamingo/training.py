@@ -34,8 +34,12 @@ def is_trainable_name(name: str) -> bool:
 
 
 def prepare_for_training(model: nn.Module, recipe: FlamingoTrainingSection) -> nn.Module:
-    """Freeze everything except the perceiver, the cross-attention and the two new token rows."""
+    """Freeze everything except the perceiver, the cross-attention and the two new token rows;
+    with `recipe.max_num_frames`, first give the perceiver frame embeddings for that many frames
+    (zero-initialised: still images are encoded as before) when it has fewer."""
     config = model.config
+    if recipe.max_num_frames is not None and (config.max_num_frames or 0) < recipe.max_num_frames:
+        add_frame_embeddings(model, recipe.max_num_frames)
     model.requires_grad_(False)
     for name, param in model.named_parameters():
         if is_trainable_name(name):
@@ -55,6 +59,19 @@ def prepare_for_training(model: nn.Module, recipe: FlamingoTrainingSection) -> n
                 if name.endswith(GATE_NAMES):
                     param.fill_(recipe.gate_init)
     return model
+
+
+def add_frame_embeddings(model: nn.Module, frames: int) -> None:
+    """Frame embeddings for clips of up to `frames` frames (existing rows kept, new rows zero),
+    recorded in the config so the saved model has them."""
+    perceiver = model.perceiver
+    old = perceiver.frame_embs
+    dim = perceiver.latents.shape[1]
+    new = torch.zeros(frames, dim, dtype=perceiver.latents.dtype, device=perceiver.latents.device)
+    if old is not None:
+        new[: old.shape[0]] = old.detach()
+    perceiver.frame_embs = nn.Parameter(new)
+    model.config.max_num_frames = frames
 
 
 def parameter_groups(
