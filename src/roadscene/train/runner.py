@@ -59,7 +59,7 @@ def _load_split(
     data = config.data
     image_root = data.image_root or data.data_dir
     path = _data_path(config, file) if file else task_file(data.task, split, data.data_dir)
-    records = load_records(data.task, path, image_root, limit=limit)
+    records = load_records(data.task, path, image_root, limit=limit, clip=data.clip)
     return check_images(records, data.on_bad_image)
 
 
@@ -93,10 +93,24 @@ def _mixed_examples(config: TrainConfig) -> tuple[Any, int]:
         path = _data_path(config, source.file)
         if not path.is_file():
             raise InputError("mix source file not found", path=path, field="data.mix.sources")
-        records, bad = check_images(load_records(source.task, path, image_root), data.on_bad_image)
+        records, bad = check_images(
+            load_records(source.task, path, image_root, clip=data.clip), data.on_bad_image
+        )
         sources.append(records)
         skipped += len(bad)
     return MixedExamples(data.mix, sources, seed=config.train.seed), skipped
+
+
+def _has_clips(examples: Any, *record_lists: list) -> bool:
+    """Whether the training data holds clips (rows naming a video or frames, or clip examples
+    such as synthetic clips rendered on the fly)."""
+    if any(record.clip is not None for records in record_lists for record in records):
+        return True
+    from roadscene.data.mix import MixedExamples
+
+    if isinstance(examples, MixedExamples):
+        return any(r.clip is not None for rows in examples.records for r in rows)
+    return bool(getattr(examples, "clips", False))  # e.g. `RenderedClips`
 
 
 def _epoch_callback(dataset: Any) -> Any:
@@ -217,6 +231,8 @@ def run_training(
 
     if train_examples is None:
         train_examples = RecordExamples(train_records)
+    if _has_clips(train_examples, train_records, eval_records):
+        family.check_clips(model, config.data.clip.frames)
     # The annotated task's prompts carry each row's annotation: no prompt of its own to save.
     prompts = (
         [] if config.data.task == "annotated" else list(getattr(train_examples, "prompts", []))
