@@ -83,7 +83,8 @@ def plan_windows(times: Sequence[float], fps: float, count: int, window_s: float
             continue
         picks = tuple(members[i] for i in sample_indices(len(members), count))
         start = key * window_s
-        windows.append(PlannedWindow(start, start + window_s, picks, members[0], len(members)))
+        end = min(start + window_s, times[members[-1]] + 1.0 / fps)  # a last, shorter window
+        windows.append(PlannedWindow(start, end, picks, members[0], len(members)))
     return WindowPlan(tuple(windows), fps, skipped, skipped_s)
 
 
