@@ -173,7 +173,9 @@ def check_images(
         except InputError as err:
             if on_bad_image == "error":
                 raise
-            bad.rows.append((str(record.source), record.line, str(record.image_path), err.reason))
+            # the file at fault: for a clip, the video or the frame that failed
+            where = err.path if record.clip is not None and err.path else str(record.image_path)
+            bad.rows.append((str(record.source), record.line, where, err.reason))
             continue
         kept.append(record)
     return kept, bad
