@@ -117,7 +117,7 @@ def test_smolvlm_passes_exactly_the_sampled_frames_with_their_timestamps(
 def test_flamingo_refuses_clips_without_frame_embeddings(tiny_flamingo_dir) -> None:
     family = get_family("flamingo")
     loaded = family.load(tiny_flamingo_dir, device="cpu")
-    with pytest.raises(InputError, match="no frame embeddings.*max_num_frames: 4"):
+    with pytest.raises(InputError, match="no frame embeddings.*clips of 4 frames first"):
         family.check_clips(loaded.model, 4)
     example = VisionTextExample(images=[], clip=_clip(), prompt="Describe.")
     batch = family.collate(loaded.processor, [family.encode(loaded.processor, example)])
@@ -138,7 +138,8 @@ def test_flamingo_frame_embeddings_order_frames_and_leave_still_images_alone(
     still = family.collate(loaded.processor, [family.encode(loaded.processor, image)])
     with torch.no_grad():
         before = model(**still).logits
-    prepare_for_training(model, FlamingoTrainingSection(max_num_frames=4))
+    model = family.prepare_for_clips(model, 4)  # what training on clips does first
+    prepare_for_training(model, FlamingoTrainingSection())
     assert model.config.max_num_frames == 4 and model.perceiver.frame_embs.requires_grad
     model.eval()
     with torch.no_grad():

@@ -54,9 +54,9 @@ def test_batched_clip_prediction_equals_one_by_one(tiny_smolvlm_dir, clip_rows, 
 def test_bad_clips_stop_with_one_line_or_are_skipped(
     tiny_smolvlm_dir, tiny_clips_dir, tmp_path, cli_in_process
 ) -> None:
-    from roadscene.data.clips import write_video
-
     from PIL import Image
+
+    from roadscene.data.clips import write_video
 
     write_video(tmp_path / "short.webm", [_grey(), _grey()], fps=2)
     for name in ("a.png", "b.png"):

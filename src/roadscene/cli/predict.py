@@ -128,9 +128,7 @@ def predict(
         from roadscene.data.clips import ClipSettings
 
         seen = card.clip.seen if card.clip is not None else "all"
-        settings = settings.model_copy(
-            update={"clip": ClipSettings(frames=clip_frames, seen=seen)}
-        )
+        settings = settings.model_copy(update={"clip": ClipSettings(frames=clip_frames, seen=seen)})
     if engine == "ray":
         # Ray is imported only here: a local run never needs it.
         from roadscene.predict.distributed import RaySettings, predict_file_ray

@@ -242,8 +242,9 @@ class ModelFamily(abc.ABC):
             )
 
     def prepare_for_clips(self, model: Any, frames: int) -> Any:
-        """A model built from a stored architecture made ready for clips of `frames` frames (the
-        benchmark's clip case): nothing to add for most families."""
+        """`model` made ready to learn or take clips of `frames` frames, before training on clips
+        (and for the benchmark's clip case): nothing to add for most families; an InputError
+        when the family takes no clips."""
         self.check_clips(model, frames)
         return model
 

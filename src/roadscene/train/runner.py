@@ -220,8 +220,13 @@ def run_training(
     loaded = family.load(
         config.model.name_or_path, quantization=quantization, dtype=dtype, device=process_device()
     )
+    if train_examples is None:
+        train_examples = RecordExamples(train_records)
+    model = loaded.model
+    if _has_clips(train_examples, train_records, eval_records):
+        model = family.prepare_for_clips(model, config.data.clip.frames)
     model = family.prepare_for_training(
-        loaded.model,
+        model,
         config.finetune,
         config.family_options,
         gradient_checkpointing=train_cfg.gradient_checkpointing,
@@ -229,10 +234,6 @@ def run_training(
     model.train()
     processor = loaded.processor
 
-    if train_examples is None:
-        train_examples = RecordExamples(train_records)
-    if _has_clips(train_examples, train_records, eval_records):
-        family.check_clips(model, config.data.clip.frames)
     # The annotated task's prompts carry each row's annotation: no prompt of its own to save.
     prompts = (
         [] if config.data.task == "annotated" else list(getattr(train_examples, "prompts", []))

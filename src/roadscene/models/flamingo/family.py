@@ -10,8 +10,8 @@ Few-shot: the demonstrations (image + answer, same format) joined by `\\n`, then
 A clip is one media of F frames (one `<image>` token, `vision_x` (1, F, 3, H, W)), as
 OpenFlamingo takes video: the perceiver sees all its frames at once, told apart by learned frame
 embeddings (`FlamingoConfig.max_num_frames`). A model without them (the published checkpoints)
-cannot order a clip's frames and refuses clips (`check_clips`); `family_options.max_num_frames`
-adds them, zero-initialised, before training on clips.
+cannot order a clip's frames and refuses clips (`check_clips`); training on clips adds them,
+zero-initialised, so still images are encoded as before (`prepare_for_clips`).
 """
 
 from __future__ import annotations
@@ -254,13 +254,15 @@ class FlamingoFamily(ModelFamily):
             reason = "no frame embeddings" if have is None else f"frame embeddings for {have}"
             raise InputError(
                 f"this Flamingo model has {reason}, so it cannot tell the order of a clip's "
-                f"{frames} frames; train it on clips with family_options.max_num_frames: "
-                f"{frames} (docs/flamingo.md)",
+                f"{frames} frames; train it on clips of {frames} frames first (training adds "
+                "them: docs/flamingo.md)",
                 field="model",
             )
 
     def prepare_for_clips(self, model: Any, frames: int) -> Any:
-        """The zero-initialised frame embeddings clip training adds (`max_num_frames`)."""
+        """Frame embeddings for clips of `frames` frames (`max_num_frames`), zero-initialised
+        where the model has none (or too few): still images are encoded as before, and the
+        perceiver learns them with the rest of its weights."""
         from roadscene.models.flamingo.training import add_frame_embeddings
 
         if (model.config.max_num_frames or 0) < frames:

@@ -38,14 +38,6 @@ class FlamingoTrainingSection(BaseModel):
         description="Probability of removing each field label (Sidewalk:, Road:, ...) from a "
         "training answer, independently per label and per step.",
     )
-    max_num_frames: int | None = Field(
-        None,
-        ge=1,
-        le=64,
-        description="Train on clips of up to this many frames: adds zero-initialised frame "
-        "embeddings to a model without them (the published checkpoints have none); null: keep "
-        "the model's.",
-    )
     cross_attention_weight_decay: float = Field(
         0.1,
         ge=0,

@@ -34,12 +34,9 @@ def is_trainable_name(name: str) -> bool:
 
 
 def prepare_for_training(model: nn.Module, recipe: FlamingoTrainingSection) -> nn.Module:
-    """Freeze everything except the perceiver, the cross-attention and the two new token rows;
-    with `recipe.max_num_frames`, first give the perceiver frame embeddings for that many frames
-    (zero-initialised: still images are encoded as before) when it has fewer."""
+    """Freeze everything except the perceiver (with its frame embeddings, when it has them),
+    the cross-attention and the two new token rows."""
     config = model.config
-    if recipe.max_num_frames is not None and (config.max_num_frames or 0) < recipe.max_num_frames:
-        add_frame_embeddings(model, recipe.max_num_frames)
     model.requires_grad_(False)
     for name, param in model.named_parameters():
         if is_trainable_name(name):
