@@ -86,7 +86,7 @@ def score_strict_sample(text: str, truth: SceneAnnotation) -> dict[str, Any]:
         }
         for side in SIDES
     }
-    return {
+    sample = {
         "fields": fields,
         "truth": {name: getattr(truth, name) for name in FIELDS},
         "consistent": consistent,
@@ -94,6 +94,9 @@ def score_strict_sample(text: str, truth: SceneAnnotation) -> dict[str, Any]:
         "complete": parsed.complete,
         "unparsed": list(parsed.unparsed),
     }
+    if truth.motion is not None:  # a clip: its motions are scored (still images: unchanged)
+        sample["clip"] = True
+    return sample
 
 
 def _aggregate_side(samples: Sequence[Mapping[str, Any]], side: str) -> dict[str, Any]:
@@ -144,15 +147,15 @@ def _aggregate_side(samples: Sequence[Mapping[str, Any]], side: str) -> dict[str
 def aggregate_motion(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     """Motion of the close moving objects both truth and answer name: accuracy, per-motion
     figures and confusion, and the majority-class rate (always answering the most frequent
-    true motion); None when no truth says how anything moves."""
+    true motion); None when no truth says how anything moves (no clip)."""
+    if not any(s.get("clip") for s in samples):
+        return None
     pairs = [
         (o["motion"], o["motion_predicted"])
         for s in samples
         for o in s["objects"]["near"].values()
         if "motion" in o
     ]
-    if not pairs:
-        return None
     truth = [t for t, _ in pairs]
     summary = classification_summary(truth, [p for _, p in pairs], MOTION_LABELS)
     label = majority_label(truth)

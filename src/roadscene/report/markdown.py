@@ -193,7 +193,15 @@ def safety_markdown(report: dict[str, Any], plots: Sequence[str] = ()) -> list[s
                 "",
             ]
         motion = strict.get("motion")
-        if motion:  # clips: how the close people, bicycles and cars move
+        if motion is not None and not motion["n"]:
+            lines += [
+                "### Motion of close objects (clips)",
+                "",
+                "No close person, bicycle or car was named by both truth and answer: no motion "
+                "to score.",
+                "",
+            ]
+        elif motion:  # clips: how the close people, bicycles and cars move
             per_label = motion["per_label"]
             lines += [
                 "### Motion of close objects (clips)",
