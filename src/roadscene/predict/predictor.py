@@ -7,7 +7,6 @@ task and prompts it was trained on) and the loaded `Predictor` that answers batc
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ class ModelCard:
         """Resolve a hub id, a saved full model, or a training output folder holding an adapter
         (its base model is read from the saved config / adapter config)."""
         from roadscene.models import detect_family, get_family
-        from roadscene.train.config import read_prompts, read_saved_config
+        from roadscene.train.config import adapter_base, read_prompts, read_saved_config
 
         model_path = Path(model)
         if model_path.exists() and not model_path.is_dir():
@@ -49,7 +48,7 @@ class ModelCard:
         saved = next((c for c in map(read_saved_config, run_folders) if c is not None), None)
         prompts = next((p for p in map(read_prompts, run_folders) if p), [])
         if adapter is not None and Path(adapter) == model_path:
-            base = saved.model.name_or_path if saved is not None else _adapter_base(model_path)
+            base = adapter_base(model_path)
         else:
             base = str(model)
         if family is not None:
@@ -72,19 +71,6 @@ class ModelCard:
         if self.prompts and (self.task is None or self.task == task):
             return self.prompts[0]
         return default_prompt(task)
-
-
-def _adapter_base(folder: Path) -> str:
-    try:
-        config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        config = {}
-    base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
-    if not isinstance(base, str) or not base:
-        raise InputError(
-            "adapter config names no base model; pass --model BASE --adapter DIR", path=folder
-        )
-    return base
 
 
 @dataclass
