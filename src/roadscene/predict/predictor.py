@@ -119,7 +119,8 @@ class Predictor:
         extra_processors: Sequence[Any] = (),
         **generation_kwargs: Any,
     ) -> list[str]:
-        """Answers for one batch of `VisionTextExample` s (answer text only). `extra_processors`
+        """Answers for one batch of `VisionTextExample` s (answer text only): one per example,
+        or with sampling `decoding.samples` per example, example by example. `extra_processors`
         run after the grammar (e.g. timing probes); `generation_kwargs` go to `model.generate`."""
         from transformers import LogitsProcessorList
 
@@ -133,9 +134,7 @@ class Predictor:
             self.model,
             self.processor,
             examples,
-            num_beams=decoding.num_beams,
-            max_new_tokens=decoding.max_new_tokens,
-            **generation_kwargs,
+            **{**decoding.generation_kwargs(), **generation_kwargs},
         )
 
     def predict(
