@@ -193,3 +193,72 @@ def annotation_form_reference_schema() -> dict:
             "object_present_outside",
         ],
     }
+
+
+@pytest.fixture(scope="session")
+def png_bomb() -> bytes:
+    """A valid 20000 x 20000 PNG (one bit per pixel, all black) of about 200 kB: 1.2 GB once
+    decoded as RGB. Written chunk by chunk, since PIL itself would refuse to encode it quickly."""
+    import struct
+    import zlib
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    side = 20_000
+    row = b"\0" * (1 + side // 8)  # filter byte + packed bits
+    pixels = zlib.compress(row * side, 1)
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1-bit greyscale
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.fixture()
+def cli_in_process(capfd):
+    """Run `roadscene ARGS...` in this process (fast: libraries stay imported) and return
+    (exit code, stdout, stderr). An exception escaping the command is re-raised with its
+    traceback, so a test fails on any traceback a user would see."""
+    import sys
+
+    from roadscene.cli.app import main
+
+    def run(*args: object) -> tuple[int, str, str]:
+        capfd.readouterr()
+        old = sys.argv
+        sys.argv = ["roadscene", *map(str, args)]
+        try:
+            main()
+            code = 0
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        finally:
+            sys.argv = old
+        out, err = capfd.readouterr()
+        return code, out, err
+
+    return run
+
+
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey
+    data = zlib.compress(b"\x00" * 1024)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def png_header_only():
+    """`png_header_only(path, width, height)`: a PNG whose header claims that size (a
+    decompression bomb's signature) over a few bytes of data; opening it must be refused before
+    any decoding."""
+    return _png_header_only

@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("predict",),
     ("metrics",),
     ("report",),
-    ("bench", "demo"),
+    ("bench", "demo", "serve"),
     ("cli",),
     ("__main__",),
 ]

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from roadscene.data.synth import (
     OBJECT_STYLES,
@@ -230,9 +232,12 @@ def test_data_synth_cli(tmp_path, run_cli, sensation_dir) -> None:
     out = tmp_path / "cli"
     result = run_cli(
         "data", "synth", "--n", "30", "--out", out, "--seed", "1",
-        "--like", sensation_dir / "annotations.csv", "--no-context", check=True,
+        "--like", sensation_dir / "annotations.csv", "--no-context", "--conditions", "clean,fog",
+        check=True,
     )  # fmt: skip
     assert "wrote 30 synthetic scenes" in result.stdout
+    assert "bvpi_sft_test_fog.jsonl" in result.stdout
+    assert (out / "conditions" / "fog").is_dir() and not (out / "conditions" / "clean").exists()
     report = json.loads((out / "synth_report.json").read_text())
     assert report["splits"] == {"train": 24, "val": 3, "test": 3}
     assert "annotations.csv" in report["distribution"]
@@ -250,3 +255,37 @@ def test_data_synth_cli_bad_input(tmp_path, run_cli) -> None:
     bad = run_cli("data", "synth", "--n", "5", "--out", tmp_path / "y", "--test-fraction", "1.5")
     assert bad.returncode == 2 and "fraction" in bad.stderr
     assert not (tmp_path / "y").exists()
+    snow = run_cli(
+        "data", "synth", "--n", "5", "--out", tmp_path / "z", "--conditions", "rain,snow"
+    )
+    assert snow.returncode == 2 and "unknown condition 'snow'; allowed: clean, rain" in snow.stderr
+    assert not (tmp_path / "z").exists()
+
+
+def test_conditions_render_the_same_test_scenes(tmp_path) -> None:
+    from roadscene.data.synth.conditions import CONDITIONS
+
+    result = write_synth_dataset(tmp_path / "d", 20, seed=2, conditions=CONDITIONS)
+    out = result.out_dir
+    test = [json.loads(line) for line in (out / "bvpi_sft_test.jsonl").read_text().splitlines()]
+    clean_pixels = [np.asarray(Image.open(out / row["image"])) for row in test]
+    for condition in CONDITIONS:
+        rows = [
+            json.loads(line)
+            for line in (out / f"bvpi_sft_test_{condition}.jsonl").read_text().splitlines()
+        ]
+        # the same scenes and answers, under the condition; the truth joins by base name
+        assert [r["response"] for r in rows] == [r["response"] for r in test]
+        assert [Path(r["image"]).name for r in rows] == [Path(r["image"]).name for r in test]
+        assert {r["condition"] for r in rows} == {condition}
+        pixels = [np.asarray(Image.open(out / r["image"])) for r in rows]
+        differs = [not np.array_equal(a, b) for a, b in zip(pixels, clean_pixels, strict=True)]
+        assert all(differs) if condition != "clean" else not any(differs), condition
+    assert result.report["conditions"]["night"] == "bvpi_sft_test_night.jsonl"
+    # the train images are untouched by the conditions (same bytes as a dataset without them)
+    plain = write_synth_dataset(tmp_path / "p", 20, seed=2)
+    assert (out / "images" / "synth_000003.png").read_bytes() == (
+        plain.out_dir / "images" / "synth_000003.png"
+    ).read_bytes()
+    night = np.asarray(Image.open(out / "conditions" / "night" / Path(test[0]["image"]).name))
+    assert night.mean() < 0.5 * clean_pixels[0].mean()  # night is dark

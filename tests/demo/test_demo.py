@@ -183,3 +183,25 @@ def test_resume_finishes_a_stopped_demo(short_demo, tmp_path) -> None:
     other = config.model_copy(update={"seed": 1})
     with pytest.raises(InputError, match="seed"):
         run_demo(other, log=lambda _: None)
+
+
+@pytest.mark.slow
+def test_demo_trains_with_augmentation_and_scores_each_condition(tmp_path) -> None:
+    from roadscene.data.augment import weather_preset
+
+    config = _tiny_config(tmp_path / "weather", caption_metrics=False).model_copy(
+        update={"augment": weather_preset(0.5, 0.7), "conditions": ["fog", "night"]}
+    )
+    result = run_demo(config, log=lambda _: None)
+    summary = json.loads((result.out / SUMMARY_FILE).read_text())
+    assert list(summary["conditions"]) == ["clean", "fog", "night"] == list(result.by_condition)
+    assert summary["conditions"]["clean"] == result.metrics
+    assert summary["train_seconds_per_step"] > 0
+    for condition in ("fog", "night"):
+        lines = (result.out / f"predictions_test_{condition}.jsonl").read_text().splitlines()
+        assert len(lines) == 5
+        assert (result.out / "report" / f"safety_{condition}" / "report.md").is_file()
+    saved = (result.out / "train" / "model" / "roadscene_config.yaml").read_text()
+    assert "night:" in saved and "p: 0.5" in saved
+    with pytest.raises(ValueError, match="unknown condition 'snow'"):
+        DemoConfig(conditions=["snow"])

@@ -182,3 +182,31 @@ def test_training_updates_what_the_method_trains(
     summary = json.loads((result.model_dir / "training_summary.json").read_text())
     assert summary["global_step"] == 2
     assert torch.isfinite(torch.tensor(summary["metrics"]["train_loss"]))
+
+
+def test_fsdp_shards_every_transformer_layer(family_model) -> None:
+    """accelerate's FSDP2 wrap policy over the family's `fsdp_wrap_classes` finds every class
+    in the model and makes each vision and language layer (each `...Layer` / `...Block` of a
+    layer list) a shard unit of its own."""
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
+
+    family, loaded = family_model
+    model = loaded.model
+    plugin = FullyShardedDataParallelPlugin(
+        fsdp_version=2,
+        auto_wrap_policy="transformer_based_wrap",
+        transformer_cls_names_to_wrap=list(family.fsdp_wrap_classes),
+    )
+    policy = fsdp2_prepare_auto_wrap_policy(plugin, model)
+    units = {name for name, module in model.named_modules() if policy(module)}
+    layers = {
+        f"{list_name}.{index}"
+        for list_name, modules in model.named_modules()
+        if isinstance(modules, torch.nn.ModuleList)
+        for index, module in enumerate(modules)
+        if type(module).__name__.endswith(("Layer", "Block"))
+    }
+    assert layers and layers <= units
+    # no unit inside another: each is one layer (or the perceiver), not a tower
+    assert not [a for a in units for b in units if a != b and a.startswith(b + ".")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -202,3 +203,77 @@ def test_batched_prediction_equals_one_by_one_for_every_family(
         outputs[batch_size] = out.read_bytes()
     assert outputs[1] == outputs[3] == outputs[8]
     assert len(read_jsonl(tmp_path / "b1.jsonl")) == 8
+
+
+def test_writer_skips_written_lines_and_ends_in_data_order(tmp_path: Path) -> None:
+    """Lines may arrive in any order (Ray workers); each data line is written once, and the
+    finished file is in data order. An interrupted run keeps what arrived, unsorted."""
+    from roadscene.predict.runner import PredictionJob, PredictionWriter, PredictSummary
+
+    def line(number: int) -> str:
+        return json.dumps({"line": number, "image": f"{number}.png", "prediction": ""}) + "\n"
+
+    out = tmp_path / "p.jsonl"
+    out.write_text(line(5))
+
+    def job() -> PredictionJob:
+        done = {5: "5.png"}
+        return PredictionJob(tmp_path, out, None, None, done, [], PredictSummary(out, 0, 1))  # type: ignore[arg-type]
+
+    with pytest.raises(KeyboardInterrupt), PredictionWriter(job()) as writer:
+        assert writer.write([(3, line(3)), (5, line(5))]) == 1
+        raise KeyboardInterrupt
+    assert out.read_text() == line(5) + line(3)  # as it arrived
+    first = job()
+    with PredictionWriter(first) as writer:
+        writer.write([(9, line(9)), (1, line(1))])
+        writer.write([(1, line(1)), (2, line(2))])
+    assert first.summary.written == 3
+    assert out.read_text() == "".join(line(n) for n in (1, 2, 3, 5, 9))
+
+
+def test_local_predict_never_imports_ray(tiny_smolvlm_dir, tiny_bvpi_dir, tmp_path) -> None:
+    """Ray is an optional extra: `predict --help` and a local run do not import it."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from roadscene.cli.app import main
+for argv in (["predict", "--help"], sys.argv[1:]):
+    sys.argv = ["roadscene", *argv]
+    try:
+        main()
+    except SystemExit as done:
+        assert not done.code, done.code
+print("IMPORTED", sorted(m for m in sys.modules if m.split(".")[0] == "ray"))
+"""
+    out = tmp_path / "p.jsonl"
+    args = ["predict", "--model", tiny_smolvlm_dir, "--data", tiny_bvpi_dir / "bvpi_sft_test.jsonl",
+            "--out", out, "--limit", "2", "--max-new-tokens", "4"]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "--engine" in result.stdout and len(read_jsonl(out)) == 2
+    assert result.stdout.strip().splitlines()[-1] == "IMPORTED []"
+
+
+def test_cli_ray_options_need_the_ray_engine(tiny_bvpi_dir, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from roadscene.cli.app import app
+
+    data = tiny_bvpi_dir / "bvpi_sft_test.jsonl"
+    common = ["predict", "--model", str(tmp_path), "--data", str(data), "--out", str(tmp_path / "p.jsonl")]  # fmt: skip
+    for extra, message in [
+        (["--num-workers", "2"], "--num-workers needs --engine ray"),
+        (["--engine", "ray", "--device", "cpu"], "Ray workers use --gpus-per-worker"),
+        (["--engine", "spark"], "unknown engine 'spark'"),
+    ]:
+        result = CliRunner().invoke(app, [*common, *extra])
+        assert isinstance(result.exception, InputError) and message in str(result.exception)
+    assert not (tmp_path / "p.jsonl").exists()

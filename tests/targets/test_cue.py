@@ -1,5 +1,6 @@
 """The navigation cue: every combination of the field enums and close-object positions gets a
-cue, and no cue contradicts the fields it came from."""
+cue, and no cue contradicts the fields it came from; its urgency, the clock directions and the
+spoken sentence."""
 
 from __future__ import annotations
 
@@ -12,10 +13,15 @@ from roadscene.targets import OBJECT_NAMES, parse_response, render_response
 from roadscene.targets.cue import (
     CUE_ACTIONS,
     PATH_CLEAR,
+    URGENCY_LEVELS,
+    clock_directions,
+    clock_phrase,
     cue_for_parsed,
     cue_for_scene,
     navigation_cue,
     road_sides,
+    spoken_cue,
+    unclear_view_cue,
 )
 
 SIDEWALKS = ("left", "center", "right", "front", "unknown")  # every value SceneAnnotation allows
@@ -160,3 +166,82 @@ def test_cue_from_an_incomplete_answer_is_cautious() -> None:
     # an object without a position counts as in the center
     cue = cue_for_parsed(parse_response("Sidewalk: left. Nearby: a person close."))
     assert cue.rule == "R2"
+
+
+# --- urgency, clock directions, the spoken sentence -------------------------------------------
+
+
+def test_urgency_of_every_combination() -> None:
+    seen: set[str] = set()
+    for sidewalk, road, relation, near in _all_cases():
+        cue = navigation_cue(sidewalk, road, relation, near)
+        occupied = {p for positions in near.values() for p in positions}
+        crossing = road == "front" or relation == "crossing_front"
+        where = f"{sidewalk}/{road}/{relation}/{near}: {cue}"
+        # high exactly when a crossing is ahead or something is close in the path
+        assert (cue.urgency == "high") == (crossing or "center" in occupied), where
+        # low only when nothing is close, the road is not ahead and there is a way to follow
+        if cue.urgency == "low":
+            assert not occupied and road not in {"center", "front"}, where
+            assert cue.action in {"keep_left", "keep_right", "straight"}, where
+            assert PATH_CLEAR in cue.text, where
+        assert cue.to_dict()["urgency"] == cue.urgency
+        seen.add(cue.urgency)
+    assert seen == set(URGENCY_LEVELS)
+
+
+def test_unclear_view_cue_is_not_a_guess() -> None:
+    cue = unclear_view_cue()
+    assert cue.text == "Camera view unclear: raise the phone."
+    assert cue.action not in CUE_ACTIONS and cue.rule == "R0"
+    assert cue.urgency == "medium"
+    assert spoken_cue(cue, {"close": [], "far": []}, "detailed") == cue.text
+
+
+@pytest.mark.parametrize(
+    ("cls", "count", "positions", "distance", "phrase"),
+    [
+        ("person", 1, ["center"], "close", "person at 12 o'clock, close"),
+        ("car", 2, ["left", "right"], "close", "2 cars at 10 and 2 o'clock, close"),
+        (
+            "obstacle",
+            3,
+            ["left", "center", "right"],
+            "far",
+            "3 obstacles at 10, 12 and 2 o'clock, far",
+        ),
+        ("traffic_light", 1, ["right"], "far", "traffic light at 2 o'clock, far"),
+        ("bicycle", 1, [], "close", "bicycle close, direction unknown"),
+    ],
+)
+def test_clock_phrase(cls, count, positions, distance, phrase) -> None:
+    assert clock_phrase(cls, count, positions, distance) == phrase
+
+
+def test_clock_directions_of_an_answer_put_the_path_first() -> None:
+    answer = (
+        "Sidewalk: center. Road: left. RoadVsSidewalk: left_of. Nearby: 2 cars close on the left "
+        "and right; a person close on the center. Far: a traffic light farther away on the right."
+    )
+    parsed = parse_response(answer)
+    directions = clock_directions(parsed)
+    assert directions == {
+        "close": ["person at 12 o'clock, close", "2 cars at 10 and 2 o'clock, close"],
+        "far": ["traffic light at 2 o'clock, far"],
+    }
+    cue = cue_for_parsed(parsed)
+    assert cue.urgency == "high"
+    assert spoken_cue(cue, directions, "brief") == cue.text
+    assert spoken_cue(cue, directions, "normal") == (
+        f"{cue.text} Person at 12 o'clock, close; 2 cars at 10 and 2 o'clock, close."
+    )
+    assert spoken_cue(cue, directions, "detailed", caption="A busy street") == (
+        f"{cue.text} Person at 12 o'clock, close; 2 cars at 10 and 2 o'clock, close. "
+        "Traffic light at 2 o'clock, far. A busy street."
+    )
+    nothing = parse_response("Sidewalk: left. Road: right. RoadVsSidewalk: right_of. "
+                             "Nearby: no important close objects visible.")  # fmt: skip
+    assert clock_directions(nothing) == {"close": [], "far": []}
+    assert spoken_cue(cue_for_parsed(nothing), clock_directions(nothing), "normal") == (
+        "Path clear: keep to the sidewalk on your left."
+    )

@@ -100,3 +100,26 @@ def test_parse_inverts_render(scene: SceneAnnotation, caption: str):
     assert parsed.unparsed == []
     if caption.strip():
         assert parsed.context == caption.strip()
+
+
+# Fragments of answers, mangled: the parser and the cue take whatever a model or a file says.
+answer_pieces = st.sampled_from(
+    ["Sidewalk:", "Road:", "RoadVsSidewalk:", "Nearby:", "Far:", "Context:", "left", "right",
+     "center", "front", "unknown", "left_of", "crossing_front", "2", "an", "people", "cars",
+     "close on the", "farther away on the", "and", ",", ".", ";", "-", "no important close "
+     "objects visible", "\u2028", "\r\n", "\x00", "\u0085", "  "]
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.lists(answer_pieces | st.text(max_size=8), max_size=40).map(" ".join))
+def test_any_text_parses_into_a_json_view_and_a_cue(text: str):
+    import json
+
+    from roadscene.targets import cue_for_parsed
+
+    parsed = parse_response(text)
+    json.dumps(parsed.to_dict())  # the prediction file's `parsed` field
+    assert cue_for_parsed(parsed).text.strip()
+    for field_value in (parsed.sidewalk, parsed.road, parsed.relation):
+        assert field_value is None or field_value in text.lower()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -254,28 +255,87 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_torchrun_two_cpu_processes(
-    tiny_smolvlm_dir: Path, tiny_bvpi_dir: Path, tmp_path: Path
+# Two CPU processes, batch 2 each, 4 steps, a checkpoint every 2, the loss of every step.
+DISTRIBUTED = ["train.max_steps=4", "train.eval_steps=2", "train.batch_size=2",
+               "train.logging_steps=1", "generation_eval.num_examples=2", "train.num_threads=1"]  # fmt: skip
+
+
+def _train(
+    launcher: list[str], model: Path, data: Path, out: Path, *settings: str, resume: bool = False
 ) -> None:
-    torchrun = Path(sys.executable).with_name("torchrun")
-    out = tmp_path / "ddp"
-    command = [str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()),
-               "-m", "roadscene", "train", str(RECIPE),
-               "--set", f"model.name_or_path={tiny_smolvlm_dir}",
-               "--set", f"data.data_dir={tiny_bvpi_dir}", "--set", f"train.output_dir={out}",
-               "--set", "train.max_steps=4", "--set", "train.eval_steps=2",
-               "--set", "train.batch_size=2", "--set", "generation_eval.num_examples=2",
-               "--set", "train.num_threads=1"]  # fmt: skip
+    """`LAUNCHER -m roadscene train` on the tiny recipe (one OpenMP thread per process)."""
+    sets = [f"model.name_or_path={model}", f"data.data_dir={data}", f"train.output_dir={out}",
+            *DISTRIBUTED, *settings]  # fmt: skip
+    command = [*launcher, "-m", "roadscene", "train", str(RECIPE)]
+    command += [arg for setting in sets for arg in ("--set", setting)]
+    command += ["--resume"] if resume else []
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _step_losses(out: Path) -> dict[int, float]:
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    return {entry["step"]: entry["loss"] for entry in state["log_history"] if "loss" in entry}
+
+
+@pytest.fixture(scope="module")
+def torchrun_run(tiny_smolvlm_dir: Path, tiny_bvpi_dir: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("torchrun") / "ddp"
+    # `python -m torch.distributed.run` is what the `torchrun` command runs (in any venv)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                "--master_port", str(_free_port())]  # fmt: skip
+    _train(torchrun, tiny_smolvlm_dir, tiny_bvpi_dir, out)
+    return out
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes(torchrun_run: Path) -> None:
+    out = torchrun_run
     summary = json.loads((out / "model" / "training_summary.json").read_text())
     assert summary["global_step"] == 4
     assert (out / "model" / "model.safetensors").is_file()
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
     # two processes x batch 2 per step: each step consumed 4 of the 8 rows
     assert state["train_batch_size"] == 2 and state["epoch"] == pytest.approx(2.0)
+    assert sorted(_step_losses(out)) == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_accelerate_two_cpu_processes_give_torchrun_loss_curve(
+    torchrun_run: Path, tiny_smolvlm_dir: Path, tiny_bvpi_dir: Path, tmp_path: Path
+) -> None:
+    """`accelerate launch --config_file configs/accelerate/ddp.yaml --num_processes 2` on a
+    machine without GPUs: two gloo processes, the loss of every step as under torchrun."""
+    # `accelerate launch` as a module, like torchrun above
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch",
+                  "--config_file", str(REPO / "configs" / "accelerate" / "ddp.yaml"),
+                  "--num_processes", "2", "--main_process_port", str(_free_port())]  # fmt: skip
+    out = tmp_path / "accelerate"
+    _train(accelerate, tiny_smolvlm_dir, tiny_bvpi_dir, out)
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["epoch"] == pytest.approx(2.0)  # two processes: 4 rows a step
+    reference, losses = _step_losses(torchrun_run), _step_losses(out)
+    assert sorted(losses) == sorted(reference) == [1, 2, 3, 4]
+    assert max(abs(losses[step] - reference[step]) for step in reference) <= 1e-4
+
+
+@pytest.mark.slow
+def test_two_process_checkpoint_resumes_on_one_process(
+    torchrun_run: Path, tiny_smolvlm_dir: Path, tiny_bvpi_dir: Path, tmp_path: Path
+) -> None:
+    """Steps 1-2 on two processes (batch 2 each), steps 3-4 resumed on one (batch 4): the same
+    global batch, so the same losses as the two-process run."""
+    out = tmp_path / "resumed"
+    out.mkdir()
+    shutil.copytree(torchrun_run / "checkpoint-2", out / "checkpoint-2")
+    no_eval = ["data.eval_split=null", "generation_eval.enabled=false"]  # losses only
+    _train([sys.executable], tiny_smolvlm_dir, tiny_bvpi_dir, out, "train.batch_size=4",
+           *no_eval, resume=True)  # fmt: skip
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["epoch"] == pytest.approx(2.0)  # 4 rows a step on one process
+    reference, losses = _step_losses(torchrun_run), _step_losses(out)
+    assert max(abs(losses[step] - reference[step]) for step in (3, 4)) <= 1e-4
 
 
 def test_task_rows_caption_and_annotated(tiny_bvpi_dir: Path, tmp_path: Path) -> None:

@@ -187,6 +187,18 @@ def _parts(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     return list(model.named_children())
 
 
+def is_bench_file(path: Path) -> bool:
+    """Whether `path` is a JSON document `roadscene bench gpu` wrote (it may be replaced)."""
+    from roadscene.errors import InputError
+    from roadscene.io import read_json
+
+    try:
+        document = read_json(path)
+    except InputError:
+        return False
+    return isinstance(document, dict) and document.get("schema") == SCHEMA
+
+
 def run_gpu_bench(
     settings: GpuBenchSettings, *, progress: Callable[[str], None] | None = None
 ) -> dict[str, Any]:

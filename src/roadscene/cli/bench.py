@@ -51,9 +51,13 @@ def gpu(
     --out."""
     from pydantic import ValidationError
 
-    from roadscene.bench.gpu import GpuBenchSettings, run_gpu_bench
+    from roadscene.bench.gpu import GpuBenchSettings, is_bench_file, run_gpu_bench
     from roadscene.bench.report import render
-    from roadscene.io import write_json
+    from roadscene.io import check_output, write_json
+
+    what = "a benchmark JSON file"
+    if out is not None:
+        check_output(out, ours=is_bench_file, what=what)
 
     try:
         settings = GpuBenchSettings(
@@ -79,7 +83,7 @@ def gpu(
     result = run_gpu_bench(settings, progress=lambda message: print(message, file=sys.stderr))
     render(result)
     if out is not None:
-        write_json(out, result)
+        write_json(out, result, ours=is_bench_file, what=what)
         print(f"wrote {out}", file=sys.stderr)
     else:
         print(json.dumps(result, indent=2))

@@ -45,7 +45,7 @@ def validate(
             status = "ok" if not table.issues else f"{len(table.issues)} bad row(s)"
             console.print(f"{path}: {table.row_count} rows, {status}", markup=False)
         else:
-            messages = validate_annotation_json(path) if path.is_file() else [f"{path}: not found"]
+            messages = validate_annotation_json(path)
             for message in messages:
                 console.print(message, markup=False)
             problems += len(messages)

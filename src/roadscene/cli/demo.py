@@ -10,7 +10,7 @@ import typer
 
 def demo(
     out: Annotated[
-        Path, typer.Option(help="Output folder (must not hold a demo yet, unless --resume).")
+        Path, typer.Option(help="Output folder: new or empty (a stopped demo's with --resume).")
     ] = Path("runs/demo"),
     minutes: Annotated[
         float,
@@ -47,6 +47,20 @@ def demo(
             "newest checkpoint, predict only the missing test images."
         ),
     ] = False,
+    conditions: Annotated[
+        str,
+        typer.Option(
+            help="Also evaluate on the test scenes under these conditions, comma-separated "
+            "(rain, fog, night, glare, blur)."
+        ),
+    ] = "",
+    augment: Annotated[
+        bool,
+        typer.Option(
+            help="Train with every weather / lighting transform at p 0.15, strength 0.7 "
+            "(needs roadscene[augment])."
+        ),
+    ] = False,
 ) -> None:
     """Show the whole system working, offline on a CPU: synthetic data -> a small
     model trained from scratch -> predictions -> evaluation and report."""
@@ -54,6 +68,7 @@ def demo(
     from rich.console import Console
     from rich.table import Table
 
+    from roadscene.data.augment import AugmentSection, weather_preset
     from roadscene.demo import BAR, DemoConfig, run_demo
     from roadscene.errors import InputError
 
@@ -71,6 +86,8 @@ def demo(
             threads=threads,
             caption_metrics=caption_metrics,
             resume=resume,
+            conditions=[c.strip() for c in conditions.split(",") if c.strip()],
+            augment=weather_preset() if augment else AugmentSection(),
         )
     except ValidationError as err:
         first = err.errors()[0]
@@ -90,6 +107,15 @@ def demo(
             verdict = f"[{'green' if ok else 'red'}]≥ {low:.2f} {'pass' if ok else 'FAIL'}[/]"
         table.add_row(name, shown, verdict)
     console.print(table)
+    if result.by_condition:
+        shown = ("sidewalk accuracy", "road accuracy", "close-object recall (micro)")
+        by_condition = Table(title="Per test condition")
+        by_condition.add_column("condition")
+        for name in shown:
+            by_condition.add_column(name, justify="right")
+        for condition, metrics in result.by_condition.items():
+            by_condition.add_row(condition, *(f"{metrics[name] or 0:.3f}" for name in shown))
+        console.print(by_condition)
     timing = ", ".join(f"{k.split(':')[0]} {v:.0f} s" for k, v in result.seconds.items())
     console.print(f"steps {result.steps_done}/{result.steps_planned}; time: {timing}")
     for name, path in result.files.items():

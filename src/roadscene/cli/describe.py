@@ -36,10 +36,10 @@ def describe(
     """Describe street images for a blind pedestrian: cue, fields, nearby objects, caption."""
     from roadscene.data.images import open_image
     from roadscene.errors import InputError
-    from roadscene.io import dumps_line
+    from roadscene.io import check_output, dumps_line
     from roadscene.predict import ModelCard
     from roadscene.predict.describe import describe_images
-    from roadscene.predict.speech import check_voice, espeak_path, synthesize_wav
+    from roadscene.predict.speech import check_voice, espeak_path, is_wav_file, synthesize_wav
     from roadscene.predict.speech import speak as say
 
     # Options first: a wrong option is reported whatever is installed.
@@ -53,6 +53,8 @@ def describe(
         raise InputError(f"--speak/--wav need {ESPEAK}, which is not installed; {INSTALL_HINT}")
     if voice is not None:
         check_voice(voice)
+    if wav is not None:
+        check_output(wav, ours=is_wav_file, what="a WAV file")
 
     # Then the images: a missing or unreadable one is reported before the model is looked up.
     for image in images:

@@ -75,10 +75,11 @@ DuplicateOpt = Annotated[
 def _emit(result: EvaluationResult, out: Path | None, report_dir: Path | None, title: str) -> None:
     """Print the headline figures, then write the requested files (each atomically)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from roadscene.io import write_json
-    from roadscene.report import write_report_dir
+    from roadscene.report import is_report_file, write_report_dir
     from roadscene.report.compare import headline_metrics
     from roadscene.report.markdown import fmt
 
@@ -90,13 +91,28 @@ def _emit(result: EvaluationResult, out: Path | None, report_dir: Path | None, t
     console = Console()
     console.print(table)
     for name, reason in result.report.get("unavailable", {}).items():
-        console.print(f"[yellow]{name} not computed:[/yellow] {reason}")
+        console.print(f"[yellow]{escape(name)} not computed:[/yellow] {escape(str(reason))}")
     if out is not None:
-        write_json(out, result.report)
+        write_json(out, result.report, ours=is_report_file, what=REPORT_WHAT)
         console.print(f"report: {out}")
     if report_dir is not None:
         write_report_dir(result, report_dir)
         console.print(f"report folder: {report_dir}")
+
+
+REPORT_WHAT = "a report JSON file"
+
+
+def _check_outputs(out: Path | None, report_dir: Path | None) -> None:
+    """Before any scoring: the report file and folder can be written and replace nothing that
+    `roadscene evaluate` did not write."""
+    from roadscene.io import check_output
+    from roadscene.report import is_report_dir, is_report_file
+
+    if out is not None:
+        check_output(out, ours=is_report_file, what=REPORT_WHAT)
+    if report_dir is not None:
+        check_output(report_dir, folder=True, ours=is_report_dir, what="a report folder")
 
 
 @app.command("captions")
@@ -141,6 +157,7 @@ def captions(
 
     from roadscene.metrics.captions import evaluate_captions
 
+    _check_outputs(out, report_dir)
     status = "caption metrics: PTB tokenizer, METEOR and SPICE run in Java (METEOR's start takes 15-30 s)"
     with Console(stderr=True).status(status):
         result = evaluate_captions(
@@ -188,6 +205,7 @@ def safety(
     """Sidewalk / road / relation fields and object mentions, compat and strict."""
     from roadscene.metrics.safety import evaluate_safety
 
+    _check_outputs(out, report_dir)
     result = evaluate_safety(
         predictions,
         captions_csv=captions_csv,
@@ -199,6 +217,58 @@ def safety(
         clean=clean.value,
     )
     _emit(result, out, report_dir, f"Safety metrics, split {split}, N = {result.report['n']}")
+
+
+@app.command("conditions")
+def conditions(
+    predictions: Annotated[
+        list[str],
+        typer.Option(
+            "--predictions",
+            "-p",
+            help="CONDITION=FILE, once per condition (the same test scenes under each, e.g. "
+            "from `data synth --conditions`).",
+        ),
+    ],
+    captions_csv: Annotated[
+        Path, typer.Option("--captions", help="captions.csv: decides the split's images.")
+    ],
+    annotations_csv: Annotated[
+        Path, typer.Option("--annotations", help="annotations.csv: the truth.")
+    ],
+    split: Annotated[str, typer.Option("--split", help="train, val or test.")] = "test",
+    on_duplicate: DuplicateOpt = DuplicateOption.error,
+    clean: CleanOpt = CleanOption.auto,
+    report_dir: ReportDirOpt = None,
+) -> None:
+    """Safety metrics per test condition: every figure, one column per condition."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from roadscene.metrics.conditions import evaluate_conditions, parse_condition_files
+    from roadscene.report.compare import comparison_table
+
+    results = evaluate_conditions(
+        parse_condition_files(predictions),
+        captions_csv,
+        annotations_csv,
+        split=split,
+        on_duplicate=on_duplicate.value,
+        clean=clean.value,
+    )
+    header, rows = comparison_table(
+        [r.report for r in results.values()], list(results), mark_best=lambda c: f"[bold]{c}[/]"
+    )
+    table = Table(title=f"Safety metrics per condition, split {split}")
+    for index, name in enumerate(header):
+        table.add_column(name, justify="left" if index == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+    if report_dir is not None:
+        from roadscene.report.conditions import write_condition_reports
+
+        Console().print(f"report: {write_condition_reports(results, report_dir)}")
 
 
 @app.command("compare")
@@ -214,19 +284,30 @@ def compare(
 ) -> None:
     """One side-by-side table of several evaluation reports."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from roadscene.errors import InputError
-    from roadscene.io import atomic_write
-    from roadscene.report.compare import comparison_markdown, comparison_table, load_report
+    from roadscene.io import atomic_write, check_output
+    from roadscene.report.compare import (
+        comparison_markdown,
+        comparison_table,
+        is_comparison_markdown,
+        load_report,
+    )
 
+    markdown_what = "a comparison table (Markdown)"
+    if markdown is not None:
+        check_output(markdown, ours=is_comparison_markdown, what=markdown_what)
     loaded = [load_report(path) for path in reports]
     columns = names.split(",") if names else [path.name for path in reports]
     if len(columns) != len(loaded):
         raise InputError(
             f"--names gives {len(columns)} names for {len(loaded)} reports", field="names"
         )
-    header, rows = comparison_table(loaded, columns, mark_best=lambda cell: f"[bold]{cell}[/]")
+    header, rows = comparison_table(
+        loaded, columns, mark_best=lambda cell: f"[bold]{cell}[/]", escape=escape
+    )
     table = Table()
     for index, name in enumerate(header):
         table.add_column(name, justify="left" if index == 0 else "right")
@@ -234,5 +315,5 @@ def compare(
         table.add_row(*row)
     Console().print(table)
     if markdown is not None:
-        with atomic_write(markdown) as handle:
+        with atomic_write(markdown, ours=is_comparison_markdown, what=markdown_what) as handle:
             handle.write(comparison_markdown(loaded, columns))

@@ -36,7 +36,9 @@ def tiny(
     """Build a tiny random-init checkpoint that loads like the real model (`--model OUT`).
     Sizes not given keep the family's defaults; a size the family does not have is an error."""
     from roadscene.errors import InputError
+    from roadscene.io import check_output
     from roadscene.models import get_family
+    from roadscene.models.base import is_model_output
     from roadscene.models.tokenizer import read_corpus
 
     family_obj = get_family(family)
@@ -56,6 +58,7 @@ def tiny(
             raise InputError(f"--size '{item}' is not name=value", field="size")
         sizes[name.strip()] = value.strip()
     family_obj.sizes(sizes)  # a wrong name or value fails before any work
+    check_output(out, folder=True, ours=is_model_output, what="a model folder")
     texts = read_corpus(corpus) if corpus is not None else None
     path = family_obj.build_tiny(out, corpus=texts, seed=seed, sizes=sizes)
     typer.echo(f"wrote tiny {family} checkpoint to {path}")

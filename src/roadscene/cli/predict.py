@@ -1,4 +1,5 @@
-"""`roadscene predict --model ... --data FILE --out FILE.jsonl`: batched, resumable."""
+"""`roadscene predict --model ... --data FILE --out FILE.jsonl`: batched, resumable; on this
+machine, or on a Ray cluster with `--engine ray` (the same file either way)."""
 
 from __future__ import annotations
 
@@ -60,9 +61,43 @@ def predict(
     ),
     shot_seed: int = typer.Option(0, "--shot-seed", help="Seed of the random shot selection."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: auto)."),
+    engine: str = typer.Option(
+        "local", "--engine", help="local: this process; ray: workers on a Ray cluster."
+    ),
+    address: str | None = typer.Option(
+        None,
+        "--address",
+        help="With --engine ray: auto (a cluster started with `ray start`), ray://HOST:10001, "
+        "or local (default: RAY_ADDRESS, else a running cluster, else a new local one).",
+    ),
+    num_workers: int | None = typer.Option(
+        None, "--num-workers", help="With --engine ray: workers, each loading the model (1)."
+    ),
+    gpus_per_worker: float | None = typer.Option(
+        None, "--gpus-per-worker", help="With --engine ray: GPUs per worker (0: CPU workers)."
+    ),
+    cpus_per_worker: int | None = typer.Option(
+        None, "--cpus-per-worker", help="With --engine ray: CPUs (torch threads) per worker (1)."
+    ),
 ) -> None:
     """Generate answers (answer text only) for every row; one JSON line per item."""
+    from roadscene.errors import InputError
     from roadscene.predict import ModelCard, PredictSettings, predict_file
+
+    ray_options = {
+        "address": address,
+        "num_workers": num_workers,
+        "gpus_per_worker": gpus_per_worker,
+        "cpus_per_worker": cpus_per_worker,
+    }
+    given = {name: value for name, value in ray_options.items() if value is not None}
+    if engine not in ("local", "ray"):
+        raise InputError(f"--engine: unknown engine '{engine}'; allowed: local, ray")
+    if engine == "local" and given:
+        option = "--" + next(iter(given)).replace("_", "-")
+        raise InputError(f"{option} needs --engine ray")
+    if engine == "ray" and device is not None:
+        raise InputError("--device is for --engine local; Ray workers use --gpus-per-worker")
 
     settings = PredictSettings.from_options(
         task=task,
@@ -81,7 +116,14 @@ def predict(
         shot_seed=shot_seed,
     )
     card = ModelCard.read(model, adapter, family)
-    summary = predict_file(data, out, card, settings, device=device)
+    if engine == "ray":
+        # Ray is imported only here: a local run never needs it.
+        from roadscene.predict.distributed import RaySettings, predict_file_ray
+
+        ray_settings = RaySettings.from_options(**given)
+        summary = predict_file_ray(data, out, card, settings, ray_settings)
+    else:
+        summary = predict_file(data, out, card, settings, device=device)
     typer.echo(
         f"wrote {summary.written} predictions to {out} ({summary.already_done} already there"
         + (f", {summary.items_per_second:.2f} items/s" if summary.written else "")

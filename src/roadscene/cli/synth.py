@@ -37,6 +37,14 @@ def synth(
     context: Annotated[
         bool, typer.Option(help="End each response with `Context:` and the templated caption.")
     ] = True,
+    conditions: Annotated[
+        str,
+        typer.Option(
+            help="Also render the test scenes under these conditions, comma-separated, from "
+            "clean, rain, fog, night, glare, blur: conditions/NAME/ images and "
+            "bvpi_sft_test_NAME.jsonl per condition.",
+        ),
+    ] = "",
 ) -> None:
     """Render synthetic street scenes with annotations and the files `data build` writes."""
     from rich.console import Console
@@ -74,6 +82,10 @@ def synth(
             context=context,
             source=source,
             progress=lambda k: progress.advance(task, k),
+            conditions=[c.strip() for c in conditions.split(",") if c.strip()],
         )
     counts = ", ".join(f"{split} {count}" for split, count in result.counts.items())
     Console(highlight=False).print(f"wrote {n} synthetic scenes to {out} ({counts}); {source}")
+    if result.report["conditions"]:
+        files = ", ".join(result.report["conditions"].values())
+        Console(highlight=False).print(f"test scenes under each condition: {files}")

@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from roadscene.errors import InputError
-from roadscene.io import atomic_dir, dumps_line
+from roadscene.errors import InputError, excerpt
+from roadscene.io import atomic_dir, check_output, dumps_line
 from roadscene.schema import (
     AnnotationTable,
     RowIssue,
     SceneAnnotation,
     image_key,
     read_annotations_csv,
-    read_csv_rows,
+    read_csv_table,
 )
 from roadscene.targets import DEFAULT_PROMPT, render_response
 
@@ -37,6 +37,9 @@ class CaptionRow:
     image: str
     caption: str
     split: str
+    #: False when the row is left out: a split that is not train/val/test, or an image already
+    #: captioned in another split (an image belongs to one split: the first row's)
+    used: bool = True
 
 
 @dataclass
@@ -49,38 +52,63 @@ class BuildResult:
 
 
 def read_captions_csv(path: str | Path) -> tuple[list[CaptionRow], list[RowIssue]]:
-    """Caption rows in file order, plus row-level issues (bad split, duplicate image)."""
+    """Caption rows in file order, plus row-level issues (malformed row, bad split, duplicate
+    image, split conflict).
+
+    An image belongs to one split, the split of its first row with a valid split: a later row of
+    the same image in another split is a `split_conflict` and is left out (`used=False`), so no
+    image is ever in two splits. A later row in the same split is a `duplicate` and is kept (one
+    more caption of that image). Malformed rows (wrong number of fields, a quote left open) are
+    left out and not returned.
+    """
     rows: list[CaptionRow] = []
-    issues: list[RowIssue] = []
-    seen: dict[str, int] = {}
-    for line, row in read_csv_rows(path, CAPTION_COLUMNS, "captions"):
+    table, issues = read_csv_table(path, CAPTION_COLUMNS, "captions")
+    first: dict[str, CaptionRow] = {}
+    for line, row in table:
         caption = CaptionRow(line, row["image_path"], row["target"], row["split"])
         key = image_key(caption.image)
         if caption.split not in SPLITS:
+            caption.used = False
             issues.append(
                 RowIssue(
                     str(path),
                     line,
                     "bad_split",
-                    f"split '{caption.split}' is not one of {', '.join(SPLITS)} (row left out)",
+                    f"split {excerpt(caption.split)} is not one of {', '.join(SPLITS)} "
+                    "(row left out)",
                     image=key,
                     field="split",
                 )
             )
-        if key in seen:
+        elif key in first and first[key].split != caption.split:
+            caption.used = False
+            issues.append(
+                RowIssue(
+                    str(path),
+                    line,
+                    "split_conflict",
+                    f"'{key}' is in split '{caption.split}' here but in split "
+                    f"'{first[key].split}' at line {first[key].line}; an image belongs to one "
+                    "split, the first row's (row left out)",
+                    image=key,
+                    field="split",
+                )
+            )
+        elif key in first:
             issues.append(
                 RowIssue(
                     str(path),
                     line,
                     "duplicate",
-                    f"duplicate caption of '{key}' (first at line {seen[key]})",
+                    f"duplicate caption of '{key}' (first at line {first[key].line})",
                     image=key,
                     field="image_path",
                 )
             )
         else:
-            seen[key] = line
+            first[key] = caption
         rows.append(caption)
+    issues.sort(key=lambda issue: issue.line)
     return rows, issues
 
 
@@ -111,6 +139,14 @@ def dpo_record(sft: dict[str, Any], caption: str) -> dict[str, Any] | None:
     }
 
 
+BUILD_WHAT = "a `roadscene data build` folder"
+
+
+def is_build_dir(folder: Path) -> bool:
+    """Whether `folder` holds an earlier build (its files may be replaced)."""
+    return (folder / "build_report.json").is_file()
+
+
 def build_datasets(
     captions_csv: str | Path,
     annotations_csv: str | Path,
@@ -119,7 +155,10 @@ def build_datasets(
     strict: bool = False,
     prompt: str = DEFAULT_PROMPT,
 ) -> BuildResult:
-    """Write the SFT, DPO and caption files and `build_report.json` into `out_dir`."""
+    """Write the SFT, DPO and caption files and `build_report.json` into `out_dir`.
+
+    `out_dir` must be new, empty or an earlier build's folder (checked before reading)."""
+    out_dir = check_output(out_dir, folder=True, ours=is_build_dir, what=BUILD_WHAT)
     captions, caption_issues = read_captions_csv(captions_csv)
     table: AnnotationTable = read_annotations_csv(annotations_csv)
     issues = [*table.issues, *caption_issues]
@@ -136,8 +175,8 @@ def build_datasets(
     for row in captions:
         key = image_key(row.image)
         captioned.add(key)
-        if row.split not in SPLITS:
-            continue  # reported as bad_split
+        if not row.used:
+            continue  # reported as bad_split or split_conflict
         scene = table.scenes.get(key)
         if scene is None:
             # Left join: an image without annotation gets unknown fields and no objects.
@@ -173,8 +212,7 @@ def build_datasets(
         "issue_counts": dict(sorted(kinds.items())),
     }
 
-    out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, ours=is_build_dir, what=BUILD_WHAT) as tmp:
         for split in SPLITS:
             _write_jsonl(tmp / f"bvpi_sft_{split}.jsonl", sft[split])
             with open(tmp / f"captions_{split}.json", "w", encoding="utf-8") as handle:

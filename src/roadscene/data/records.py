@@ -8,6 +8,10 @@ Tasks
   objects, parsed from the response) as JSON; the answer is the navigation cue for those fields
   followed by the context caption (annotation-conditioned captioning).
 
+Any of them may also be read from the conversational format (`{"messages": [...], "images":
+[...]}`, `roadscene.data.formats`): the user turn's text is the prompt, the assistant turn's
+text the answer, whatever the task; relative image paths there are relative to the file's folder.
+
 Image paths are resolved against `image_root` (absolute paths are kept).
 """
 
@@ -109,6 +113,11 @@ def load_records(
     fallback = prompt if prompt is not None else default_prompt(task)
     records: list[ExampleRecord] = []
     for line, row in read_records(file):
+        if "messages" in row:  # the conversational format (`roadscene data export`)
+            records.append(message_record(row, file, line, task, require_answer))
+            if limit is not None and len(records) >= limit:
+                break
+            continue
         image = row.get("image", row.get("image_path"))
         if not isinstance(image, str) or not image:
             raise InputError("missing or non-string 'image'", path=file, line=line, field="image")
@@ -142,3 +151,76 @@ def load_records(
         if limit is not None and len(records) >= limit:
             break
     return records
+
+
+def _turn_text(message: Any, path: Path, line: int, field: str) -> tuple[str, int]:
+    """The text of one chat turn (string content, or the text parts of a content list) and its
+    number of image parts."""
+    content = message.get("content") if isinstance(message, dict) else None
+    if isinstance(content, str):
+        return content, 0
+    if not isinstance(content, list):
+        raise InputError(
+            "a message needs a 'content' string or list", path=path, line=line, field=field
+        )
+    texts, images = [], 0
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "image":
+            images += 1
+        else:
+            raise InputError(
+                "content parts must be {'type': 'text', 'text': ...} or {'type': 'image'}",
+                path=path,
+                line=line,
+                field=field,
+            )
+    return "".join(texts), images
+
+
+def message_record(
+    row: dict[str, Any], path: Path, line: int, task: str, require_answer: bool = True
+) -> ExampleRecord:
+    """A record from one conversational row: one user turn with one image, then (for training)
+    one assistant turn."""
+    messages, images = row.get("messages"), row.get("images")
+    if not isinstance(messages, list) or not messages:
+        raise InputError(
+            "'messages' must be a non-empty list", path=path, line=line, field="messages"
+        )
+    if not isinstance(images, list) or len(images) != 1 or not isinstance(images[0], str):
+        raise InputError(
+            "'images' must list exactly one image path", path=path, line=line, field="images"
+        )
+    roles = [m.get("role") if isinstance(m, dict) else None for m in messages]
+    if roles[0] != "user" or roles[1:] not in ([], ["assistant"]):
+        raise InputError(
+            f"expected a user turn and an optional assistant turn; got roles {roles}",
+            path=path,
+            line=line,
+            field="messages",
+        )
+    prompt, image_parts = _turn_text(messages[0], path, line, "messages")
+    if image_parts != 1:
+        raise InputError(
+            f"the user turn must hold one image part; it holds {image_parts}",
+            path=path,
+            line=line,
+            field="messages",
+        )
+    answer = _turn_text(messages[1], path, line, "messages")[0] if len(messages) > 1 else None
+    if require_answer and answer is None:
+        raise InputError("no assistant turn (the answer)", path=path, line=line, field="messages")
+    meta = {k: v for k, v in row.items() if k not in {"messages", "images"}}
+    return ExampleRecord(
+        image=images[0],
+        image_path=resolve_image(images[0], path.parent),
+        prompt=prompt,
+        answer=answer,
+        source=path,
+        line=line,
+        meta=meta,
+        prompt_given=task != "annotated",
+    )

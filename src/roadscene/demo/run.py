@@ -17,7 +17,6 @@ Every stage uses the project's public machinery; nothing here is a private copy 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -94,7 +93,7 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
         structured_target,
         write_synth_dataset,
     )
-    from roadscene.io import write_json
+    from roadscene.io import read_json, write_json
     from roadscene.metrics.captions import evaluate_captions
     from roadscene.metrics.safety import evaluate_safety
     from roadscene.metrics.truth import truth_from_scenes
@@ -131,6 +130,7 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
             prompt=DEMO_PROMPT,
             context=False,
             source="built-in SENSATION-like distribution",
+            conditions=config.conditions,
         )
         log(f"  {n} images in {data_dir} ({synth.counts})")
 
@@ -155,7 +155,12 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
             "model": {"family": config.family, "name_or_path": str(init_dir)},
             # From scratch: every weight trains, unless the family's recipe decides itself.
             **({"finetune": family.demo_finetune} if family.demo_finetune is not None else {}),
-            "data": {"task": "bvpi", "data_dir": str(data_dir), "eval_split": None},
+            "data": {
+                "task": "bvpi",
+                "data_dir": str(data_dir),
+                "eval_split": None,
+                "augment": config.augment.model_dump(),
+            },
             "train": {
                 "output_dir": str(train_dir),
                 "max_steps": steps,
@@ -195,7 +200,10 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
                 extra_callbacks=[budget],
                 train_examples=rendered,
             )
-        steps_done = json.loads(summary_file.read_text())["global_step"]
+        summary = read_json(summary_file)
+        steps_done = summary.get("global_step") if isinstance(summary, dict) else None
+        if not isinstance(steps_done, int):
+            raise InputError("training summary without global_step", path=summary_file)
         log(f"  {steps_done} steps, model in {summary_file.parent}")
 
     # 4. predict ----------------------------------------------------------------------------
@@ -238,6 +246,15 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
         gallery = write_demo_gallery(config, data_dir, predictions, test_truth, report_dir)
 
     metrics = headline(safety.report, captions_report)
+    by_condition: dict[str, dict[str, float | None]] = {}
+    if config.conditions:
+        with _Stage(
+            log, seconds, "conditions", f"the test scenes under {', '.join(config.conditions)}"
+        ):
+            by_condition = _evaluate_conditions(
+                config, data_dir, summary_file.parent, test_truth, synth
+            )
+            by_condition = {"clean": metrics, **by_condition}
     seconds["total"] = round(time.perf_counter() - started, 1)
     demo = DemoResult(
         out=out,
@@ -246,6 +263,7 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
         steps_done=steps_done,
         steps_planned=steps,
         stopped_by_budget=budget.stopped,
+        by_condition=by_condition,
         files={
             "report": report_dir / "report.md",
             "gallery": gallery,
@@ -267,26 +285,80 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
         "threads": config.threads,
         "torch": torch.__version__,
         "captions_note": captions_note or None,
+        "train_seconds_per_step": _seconds_per_step(summary_file),
     }
+    if by_condition:
+        summary["conditions"] = by_condition
     write_json(out / SUMMARY_FILE, summary)
     write_demo_markdown(demo, config, summary, report_dir / "report.md")
     return demo
 
 
+def _seconds_per_step(summary_file: Path) -> float | None:
+    """Mean training step time of the run (the Trainer's runtime over its steps)."""
+    from roadscene.io import read_json
+
+    summary = read_json(summary_file)
+    runtime = summary["metrics"].get("train_runtime")
+    steps = summary.get("global_step") or 0
+    return round(runtime / steps, 4) if runtime and steps else None
+
+
+def _evaluate_conditions(
+    config: DemoConfig, data_dir: Path, model_dir: Path, test_truth: dict, synth: Any
+) -> dict[str, dict[str, float | None]]:
+    """Predict and score the test scenes under every condition (headline figures each)."""
+    from roadscene.demo.report import headline
+    from roadscene.metrics.safety import evaluate_safety
+    from roadscene.metrics.truth import truth_from_scenes
+    from roadscene.predict import ModelCard, PredictSettings, predict_file
+    from roadscene.report import write_report_dir
+
+    card = ModelCard.read(model_dir)
+    out = Path(config.out)
+    results = {}
+    for condition in config.conditions:
+        predictions = out / f"predictions_test_{condition}.jsonl"
+        predict_file(
+            data_dir / f"bvpi_sft_test_{condition}.jsonl",
+            predictions,
+            card,
+            PredictSettings(
+                image_root=data_dir,
+                batch_size=config.predict_batch_size,
+                max_new_tokens=config.max_new_tokens,
+            ),
+            progress=False,
+        )
+        safety = evaluate_safety(
+            predictions,
+            truth_from_scenes(test_truth, split=f"synthetic test, {condition}"),
+            mode="both",
+            baseline_scenes=synth.scenes["train"],
+        )
+        write_report_dir(safety, out / "report" / f"safety_{condition}")
+        results[condition] = headline(safety.report, None)
+    return results
+
+
 CONFIG_FILE = "demo_config.json"
 _RUN_DEFINING = {
     "family", "seed", "steps", "batch_size", "learning_rate", "warmup_steps", "object_rate",
-    "n_train", "n_val", "n_test", "threads", "max_new_tokens", "sizes",
+    "n_train", "n_val", "n_test", "threads", "max_new_tokens", "sizes", "augment", "conditions",
 }  # fmt: skip
 
 
 def _check_out_dir(config: DemoConfig, out: Path) -> None:
     """A fresh run needs an unused folder; `resume` needs the same settings as the stopped run.
     The settings are recorded in `demo_config.json` before anything else is written."""
-    from roadscene.io import write_json
+    from roadscene.io import check_output, read_json, write_json
 
+    def is_demo_dir(folder: Path) -> bool:
+        return any((folder / name).exists() for name in (CONFIG_FILE, "train", SUMMARY_FILE))
+
+    check_output(out, folder=True, ours=is_demo_dir, what="a demo folder")
     saved_file = out / CONFIG_FILE
-    used = saved_file.exists() or (out / "train").exists() or (out / SUMMARY_FILE).exists()
+    used = out.is_dir() and is_demo_dir(out)
     if used and not config.resume:
         raise InputError(
             "demo output folder is not empty; pass --resume to continue it, or choose another "
@@ -297,7 +369,12 @@ def _check_out_dir(config: DemoConfig, out: Path) -> None:
     current = config.model_dump(mode="json", include=_RUN_DEFINING)
     current["steps"] = config.train_steps()
     if config.resume and saved_file.is_file():
-        saved = json.loads(saved_file.read_text(encoding="utf-8"))
+        saved = read_json(saved_file)
+        if not isinstance(saved, dict):
+            raise InputError("not a demo settings file", path=saved_file)
+        # settings added later: a folder written before them ran with their defaults
+        defaults = DemoConfig().model_dump(mode="json", include={"augment", "conditions"})
+        saved = {**defaults, **saved}
         changed = sorted(k for k in current.keys() | saved.keys() if current.get(k) != saved.get(k))
         if changed:
             raise InputError(

@@ -30,6 +30,7 @@ from roadscene.metrics.records import (
 )
 from roadscene.metrics.results import EvaluationResult, signature
 from roadscene.metrics.spice import find_spice_jars, run_spice
+from roadscene.metrics.tokenize import ptb_tokenize
 from roadscene.schema import image_key, read_csv_rows
 
 REFERENCE_TEXT_KEYS: tuple[str, ...] = ("caption", "target", "reference")
@@ -75,7 +76,15 @@ def read_references(path: str | Path, split: str | None = None) -> dict[str, tup
         if not references:
             raise InputError(f"no references for split '{split}'", path=path, field="split")
         return references
-    for line, obj in read_records(path):
+    records = read_records(path)
+    if split is not None and not any("split" in obj for _, obj in records):
+        # a captions_{split}.json holds one split already: a --split would silently do nothing
+        raise InputError(
+            f"--split '{split}' given, but no reference here names a split",
+            path=path,
+            field="split",
+        )
+    for line, obj in records:
         image_field = next((k for k in ("image", "image_path") if k in obj), None)
         text_field = next((k for k in REFERENCE_TEXT_KEYS if k in obj), None)
         if image_field is None or text_field is None:
@@ -159,7 +168,6 @@ def score_caption_pairs(
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.meteor.meteor import Meteor
     from pycocoevalcap.rouge.rouge import Rouge
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
@@ -170,14 +178,17 @@ def score_caption_pairs(
         raise _java_missing() from None
     unavailable: dict[str, str] = {}
     try:
-        # One tokenizer JVM for both sides (it tokenises line by line, so this is identical
-        # to pycocoevalcap's two calls).
-        both = {f"r{i}": [{"caption": text}] for i, text in enumerate(references)}
-        both.update({f"p{i}": [{"caption": text}] for i, text in enumerate(predictions)})
-        tokenized = PTBTokenizer().tokenize(both)
-        ids = range(len(references))
-        gts = {i: tokenized[f"r{i}"] for i in ids}
-        res = {i: tokenized[f"p{i}"] for i in ids}
+        # One tokenizer run for both sides, each text made one line first and the output
+        # checked to hold one line per text, so item i is always scored against reference i.
+        try:
+            tokens = ptb_tokenize([*references, *predictions])
+        except FileNotFoundError:
+            raise _java_missing() from None
+        except RuntimeError as err:
+            raise InputError(str(err)) from None
+        n = len(references)
+        gts = {i: [tokens[i]] for i in range(n)}
+        res = {i: [tokens[n + i]] for i in range(n)}
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="coco-java") as pool:
             meteor_future = pool.submit(meteor.compute_score, gts, res)
             spice_future = (
@@ -235,6 +246,12 @@ def evaluate_captions(
     `counts`, `signature`) and one details row per item.
     """
     check_choice("clean", clean, ("auto", "none"))
+    if split is not None and not isinstance(references, str | Path):
+        raise InputError(
+            "--split chooses the references of one split from a --references file; without one "
+            "it would do nothing",
+            field="split",
+        )
     records, source = as_records(predictions)
     if isinstance(references, str | Path):
         reference_map = read_references(references, split)

@@ -1,5 +1,5 @@
 """CLIPScore of a caption against its image (torchmetrics' `clip_score` with a local or hub CLIP
-model), scored per sample."""
+model, loaded by `roadscene.models.clip.load_clip`), scored per sample."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from roadscene.errors import InputError
+from roadscene.models.clip import load_clip
 
 if TYPE_CHECKING:
     from roadscene.metrics.captions import CaptionPair
@@ -39,29 +40,17 @@ def _clip_for_torchmetrics(model: Any) -> Any:
     return ClipFeatures(model).eval()
 
 
-def load_clip(model_name_or_path: str) -> tuple[Any, Any]:
-    """A CLIP model (eval mode) and its processor, from a local folder or a hub id."""
-    from transformers import CLIPModel, CLIPProcessor
-
-    try:
-        model = CLIPModel.from_pretrained(model_name_or_path)
-        processor = CLIPProcessor.from_pretrained(model_name_or_path)
-    except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(
-            f"cannot load CLIP model: {first}", path=model_name_or_path, field="clip_model"
-        ) from None
-    return model.eval(), processor
-
-
 def existing_image(image: str, image_root: str | Path) -> Path:
-    """The image file for a record; a missing file is an InputError naming the path."""
+    """The image file for a record; a missing file (or a folder, a pipe...) is an InputError
+    naming the path."""
     from roadscene.data.images import resolve_image
+    from roadscene.io import regular_file
 
     path = resolve_image(image, image_root)
-    if not path.is_file():
-        raise InputError("image not found", path=path, field="image")
-    return path
+    try:
+        return regular_file(path, "image")
+    except InputError as err:
+        raise InputError(err.reason, path=path, field="image") from None
 
 
 def clip_scores(

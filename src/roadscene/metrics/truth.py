@@ -59,8 +59,8 @@ def load_split_truth(
     scenes: dict[str, SceneAnnotation] = {}
     without: list[str] = []
     for row in rows:
-        if row.split != split:
-            continue
+        if row.split != split or not row.used:
+            continue  # another split, or left out (bad split, split conflict)
         key = image_key(row.image)
         if key in scenes:
             continue  # reported by read_captions_csv as a duplicate; first wins

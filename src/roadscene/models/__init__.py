@@ -37,6 +37,9 @@ def get_family(name: str) -> ModelFamily:
             field="family",
         )
     module_name, class_name = target.split(":")
+    from roadscene.models.loading import quiet_optional_kernel_notices
+
+    quiet_optional_kernel_notices()  # before a family's imports reach bitsandbytes
     module = importlib.import_module(module_name)
     return getattr(module, class_name)()
 
@@ -84,8 +87,6 @@ def detect_family(source: str | Path) -> ModelFamily:
 
 def _cached_hub_model_type(hub_id: str) -> str | None:
     """`model_type` of a hub model's config.json if it is in the local cache (no network)."""
-    import json
-
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - transformers depends on huggingface_hub
@@ -96,8 +97,11 @@ def _cached_hub_model_type(hub_id: str) -> str | None:
         return None
     if not isinstance(cached, str):
         return None
+    from roadscene.io import read_json
+
     try:
-        model_type = json.loads(Path(cached).read_text(encoding="utf-8")).get("model_type")
-    except (OSError, ValueError, AttributeError):
+        config = read_json(cached)
+    except InputError:
         return None
+    model_type = config.get("model_type") if isinstance(config, dict) else None
     return model_type if isinstance(model_type, str) else None

@@ -12,9 +12,7 @@ talk only to this interface, so adding a family is one module, one registry line
 from __future__ import annotations
 
 import abc
-import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -22,6 +20,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from roadscene.errors import InputError
+from roadscene.io import read_json
+from roadscene.models.loading import loading_errors, quiet_optional_kernel_notices
 
 if TYPE_CHECKING:
     import torch
@@ -34,6 +34,17 @@ if TYPE_CHECKING:
 
 #: Label value ignored by the cross-entropy loss (prompt, image tokens and padding).
 IGNORE_INDEX = -100
+
+#: Files that mark a model folder roadscene wrote: `build_tiny`'s sizes, the converter's sources.
+TINY_MARKER = "roadscene_tiny.json"
+CONVERTED_MARKER = "roadscene_converted.json"
+
+
+def is_model_output(folder: Path) -> bool:
+    """Whether `folder` is a model folder `roadscene model tiny` or `convert-openflamingo`
+    wrote (so writing a new one there may replace it)."""
+    return (folder / TINY_MARKER).is_file() or (folder / CONVERTED_MARKER).is_file()
+
 
 Quantization = Literal["none", "4bit"]
 
@@ -55,7 +66,7 @@ class LoadedModel:
 class Sizes(BaseModel):
     """Base of a family's tiny-model sizes: unknown names are errors, never ignored."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelFamily(abc.ABC):
@@ -109,6 +120,11 @@ class ModelFamily(abc.ABC):
     bench_archs: ClassVar[dict[str, str]] = {}
     #: Whether the recipe keeps fp32 master weights (bf16 autocast on GPU) even for LoRA.
     recipe_trains_in_fp32: ClassVar[bool] = False
+    #: Module classes FSDP shards as one unit each (`configs/accelerate/fsdp.yaml` names none:
+    #: `roadscene train` passes these): the vision encoder's and the language model's layers.
+    #: Stated here because a model's `_no_split_modules`, accelerate's default, can be wrong
+    #: (a class the model does not have stops accelerate; a sub-layer leaves the rest unsharded).
+    fsdp_wrap_classes: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------------ loading
     def load(
@@ -390,42 +406,17 @@ def read_model_type(folder: Path) -> str:
             path=folder,
         )
     try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as err:
-        raise InputError(
-            f"config.json is not valid JSON ({type(err).__name__})", path=folder
-        ) from None
+        config = read_json(config_file)
+    except InputError as err:
+        raise InputError(f"config.json: {err.reason}", path=folder) from None
     if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
         raise InputError("config.json names no model_type", path=folder)
     return config["model_type"]
 
 
-@contextmanager
-def loading_errors(source: str | Path) -> Iterator[None]:
-    """Turn whatever goes wrong while loading weights, config or tokenizer into one InputError
-    naming the model: a hub id that is not available offline, or a local folder whose files are
-    missing, truncated, of the wrong shape or not what its config says."""
-    try:
-        yield
-    except InputError:
-        raise
-    except Exception as err:  # safetensors, json, tokenizers, shape and hub errors alike
-        reason = (str(err).strip().splitlines() or [""])[0][:300]
-        reason = reason.replace("weights_only=False", "weights_only")  # never advise unpickling
-        if Path(source).is_dir():
-            raise InputError(
-                f"cannot load this model folder: {type(err).__name__}: {reason}", path=source
-            ) from None
-        raise InputError(
-            "cannot load model: not a local model folder and not available from the Hugging Face "
-            f"hub (offline or not downloaded); run `huggingface-cli download {source}` with "
-            f"network access or pass --model DIR of a saved model ({type(err).__name__})",
-            path=source,
-        ) from None
-
-
 def attach_adapter(model: Any, adapter: str | Path) -> Any:
     """The model with the PEFT adapter in `adapter` attached."""
+    quiet_optional_kernel_notices()
     from peft import PeftModel
 
     if not (Path(adapter) / "adapter_config.json").is_file():

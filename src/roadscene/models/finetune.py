@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 class FinetuneSection(BaseModel):
     """How a model is fine-tuned (the recipe's `finetune` section)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     method: Literal["lora", "qlora", "full"] = Field(
         "lora",
@@ -72,6 +72,9 @@ def prepare_model(
             frozen = finetune.freeze_vision and (name + ".").startswith(f"{vision}.")
             param.requires_grad_(not frozen)
         return model
+    from roadscene.models.loading import quiet_optional_kernel_notices
+
+    quiet_optional_kernel_notices()
     from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
     if finetune.method == "qlora":
@@ -81,7 +84,7 @@ def prepare_model(
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
     if adapter is not None:
-        from roadscene.models.base import loading_errors
+        from roadscene.models.loading import loading_errors
 
         with loading_errors(adapter):
             return PeftModel.from_pretrained(model, str(adapter), is_trainable=True)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, model_validator
 
-from roadscene.models.base import IGNORE_INDEX, ModelFamily, Sizes
+from roadscene.models.base import IGNORE_INDEX, TINY_MARKER, ModelFamily, Sizes, is_model_output
 from roadscene.models.costs import (
     BenchModel,
     SequenceShape,
@@ -169,6 +169,7 @@ class Qwen3VLFamily(ModelFamily):
     # Full match: only the language model's attention q/v, never the vision tower's `attn.qkv`.
     lora_target_modules = r"model\.language_model\.layers\.\d+\.self_attn\.(q_proj|v_proj)"
     vision_module_name = "model.visual"
+    fsdp_wrap_classes = ("Qwen3VLVisionBlock", "Qwen3VLTextDecoderLayer")
     recipe = "qwen3-vl-2b-bvpi-lora.yaml"
     bench_archs: ClassVar[dict[str, str]] = {"real": "qwen3-vl-2b", "tiny": "qwen3-vl-tiny"}
 
@@ -272,11 +273,11 @@ class Qwen3VLFamily(ModelFamily):
             do_sample=False,
         )
         out_dir = Path(out_dir)
-        with atomic_dir(out_dir) as tmp:
+        with atomic_dir(out_dir, ours=is_model_output, what="a model folder") as tmp:
             model.save_pretrained(tmp)
             processor.save_pretrained(tmp)
             write_json(
-                tmp / "roadscene_tiny.json",
+                tmp / TINY_MARKER,
                 {
                     "family": self.name,
                     "seed": seed,

@@ -26,7 +26,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field
 
 from roadscene.errors import InputError
-from roadscene.models.base import IGNORE_INDEX, ModelFamily, Sizes, pad_images
+from roadscene.models.base import (
+    IGNORE_INDEX,
+    TINY_MARKER,
+    ModelFamily,
+    Sizes,
+    is_model_output,
+    pad_images,
+)
 from roadscene.models.costs import (
     BenchModel,
     SequenceShape,
@@ -119,6 +126,9 @@ class SmolVLMFamily(ModelFamily):
     # tower's (`model.vision_model.encoder.layers.N.self_attn.q_proj` has the same leaf names).
     lora_target_modules = r".*\.text_model\..*\.(q_proj|v_proj)"
     vision_module_name = "model.vision_model"
+    # The SigLIP encoder's layers and the Llama text model's. The model's `_no_split_modules`
+    # names the vision layers' attention only, which would leave their MLPs unsharded.
+    fsdp_wrap_classes = ("SmolVLMEncoderLayer", "LlamaDecoderLayer")
     recipe = "smolvlm2-2.2b-bvpi-lora.yaml"
     bench_archs: ClassVar[dict[str, str]] = {"real": "smolvlm2-2.2b", "tiny": "smolvlm2-tiny"}
 
@@ -233,11 +243,11 @@ class SmolVLMFamily(ModelFamily):
         _set_generation_tokens(model, tokenizer)
 
         out_dir = Path(out_dir)
-        with atomic_dir(out_dir) as tmp:
+        with atomic_dir(out_dir, ours=is_model_output, what="a model folder") as tmp:
             model.save_pretrained(tmp)
             processor.save_pretrained(tmp)
             write_json(
-                tmp / "roadscene_tiny.json",
+                tmp / TINY_MARKER,
                 {
                     "family": self.name,
                     "seed": seed,

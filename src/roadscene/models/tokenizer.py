@@ -49,7 +49,7 @@ def train_bpe(
 def read_corpus(path: str | Path) -> list[str]:
     """Texts for a tiny tokenizer: a JSON/JSONL data file (its `response`, `caption`, `prompt`
     and `target` strings) or a plain text file (one text per line)."""
-    from roadscene.io import read_records, read_text
+    from roadscene.io import read_records, read_text, split_lines
 
     path = Path(path)
     if path.suffix in {".json", ".jsonl"}:
@@ -65,4 +65,4 @@ def read_corpus(path: str | Path) -> list[str]:
                 "no 'prompt', 'response', 'caption' or 'target' strings to train on", path=path
             )
         return texts
-    return [line for line in read_text(path).splitlines() if line.strip()]
+    return [line for line in split_lines(read_text(path)) if line.strip()]

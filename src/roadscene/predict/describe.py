@@ -77,6 +77,18 @@ class ImageDescription:
         return "\n".join(lines)
 
 
+def describe_prompt(card: ModelCard) -> str:
+    """The question to ask a model for a structured description: the prompt it was trained on.
+    A model trained on another task (free captions) cannot give fields or a cue: InputError."""
+    if card.task is not None and card.task != "bvpi":
+        raise InputError(
+            f"describe needs a model trained on structured answers (the bvpi task); this one was "
+            f"trained on '{card.task}'",
+            field="model",
+        )
+    return card.prompt_for("bvpi")
+
+
 def describe_images(
     images: Sequence[str | Path],
     model: ModelCard | Predictor,
@@ -94,13 +106,8 @@ def describe_images(
     (one error naming it) without partial output.
     """
     card = model.card if isinstance(model, Predictor) else model
-    if card.task is not None and card.task != "bvpi":
-        raise InputError(
-            f"describe needs a model trained on structured answers (the bvpi task); this one was "
-            f"trained on '{card.task}'",
-            field="model",
-        )
-    question = prompt if prompt is not None else card.prompt_for("bvpi")
+    trained_prompt = describe_prompt(card)  # checks the task even when a prompt is given
+    question = prompt if prompt is not None else trained_prompt
     opened = [(str(path), open_image(Path(path))) for path in images]
     predictor = model if isinstance(model, Predictor) else Predictor.load(card, device=device)
     decoding = Decoding(

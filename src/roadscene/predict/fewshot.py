@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from roadscene.data.examples import VisionTextExample, to_example
-from roadscene.data.images import open_image
+from roadscene.data.images import OnBadImage, check_images, open_image
 from roadscene.errors import InputError
 
 if TYPE_CHECKING:
@@ -129,9 +129,12 @@ def shot_selector(
     shots: int,
     selection: ShotSelection,
     seed: int,
+    on_bad_image: OnBadImage = "error",
 ) -> ShotSelector:
     """The selector `predict_file` uses for `--shots K --shots-from FILE`: the shot file is read
-    (answers required) and the family is checked to take demonstrations."""
+    (answers required), its images opened once (a bad one stops the run, or with
+    `on_bad_image="skip"` is left out of the pool) and the family is checked to take
+    demonstrations."""
     from roadscene.data.records import load_records
 
     family = predictor.family
@@ -151,4 +154,5 @@ def shot_selector(
                 field="shot_selection",
             )
     pool = load_records(task, pool_file, image_root, require_answer=True)
+    pool, _ = check_images(pool, on_bad_image)
     return ShotSelector(pool, shots, selection, seed=seed, embed_images=embedder)

@@ -44,6 +44,8 @@ class ModelCard:
             raise InputError("--model must be a model folder or a hub id, not a file", path=model)
         if adapter is None and (model_path / "adapter_config.json").is_file():
             adapter = model_path
+        if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
+            raise InputError("not a PEFT adapter folder (no adapter_config.json)", path=adapter)
         run_folders = [Path(f) for f in (adapter, model) if f is not None and Path(f).is_dir()]
         saved = next((c for c in map(read_saved_config, run_folders) if c is not None), None)
         prompts = next((p for p in map(read_prompts, run_folders) if p), [])

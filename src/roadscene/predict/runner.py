@@ -5,7 +5,12 @@ Each output line: `line` (data file line), `image`, `prompt`, `prediction` (answ
 `parsed` (the fields `roadscene.targets.parse_response` reads from the prediction); structured
 tasks add the navigation `cue` (and `annotation` with `output_format="json"`). Lines are appended
 and flushed after every batch, so a crash loses at most the batch in flight; re-running the same
-command skips the lines already written.
+command skips the lines already written. A finished file holds its lines in data-file order.
+
+Every engine shares the three steps here: `plan_prediction` (check the data and the output, find
+the rows still to do), `RowPredictor` (a loaded model turning a batch of rows into output lines)
+and `PredictionWriter` (append, skip what is already written, put the file in data order at the
+end). `predict_file` runs them in this process; `roadscene.predict.distributed` on Ray workers.
 """
 
 from __future__ import annotations
@@ -13,15 +18,17 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from roadscene.data.examples import to_example
 from roadscene.data.images import check_images
 from roadscene.data.records import ExampleRecord, detect_task, load_records
 from roadscene.errors import InputError
-from roadscene.io import atomic_write, dumps_line, read_records
+from roadscene.io import atomic_write, check_output, dumps_line, read_records
 from roadscene.predict.predictor import ModelCard, Predictor
 from roadscene.predict.settings import PredictSettings
 from roadscene.predict.views import parsed_fields, prediction_views
@@ -74,7 +81,7 @@ def _is_prediction_row(text: str) -> bool:
 
 
 def read_done(out: Path) -> dict[int, str]:
-    """Data lines already predicted in `out` (line -> image), for resuming.
+    """Data lines already predicted in `out` (line -> image, in file order), for resuming.
 
     Only a file `predict` wrote is ever touched: every complete line must be a prediction line.
     A torn last line (a crash during a write) is dropped, or kept with its newline added when
@@ -122,25 +129,29 @@ def read_done(out: Path) -> dict[int, str]:
     return done
 
 
-def predict_file(
-    data: str | Path,
-    out: str | Path,
-    model: ModelCard | Predictor,
-    settings: PredictSettings | None = None,
-    *,
-    device: str | None = None,
-    progress: bool = True,
-) -> PredictSummary:
-    """Predict every row of `data` (a bvpi_sft / captions file) into `out` (JSONL), resumably.
+@dataclass
+class PredictionJob:
+    """One `predict` run once its data and output were checked: the resolved settings, the
+    lines already in the output, the rows still to predict (in data order) and the summary."""
 
-    `model` is a `ModelCard` (loaded only if there is work to do, after the data and the output
-    were checked) or an already loaded `Predictor`.
-    """
-    from tqdm.auto import tqdm
+    data: Path
+    out: Path
+    card: ModelCard
+    settings: PredictSettings
+    done: dict[int, str]
+    todo: list[ExampleRecord]
+    summary: PredictSummary
 
+
+def plan_prediction(
+    data: str | Path, out: str | Path, card: ModelCard, settings: PredictSettings | None = None
+) -> PredictionJob:
+    """Read the data rows and the output so far; what is left to predict. Bad input (a data
+    file, an output written for other data, a bad image with `on_bad_image="error"`) stops
+    here, before any model is loaded."""
     data, out = Path(data), Path(out)
+    check_output(out, what="a prediction JSONL file")
     settings = settings or PredictSettings()
-    card = model.card if isinstance(model, Predictor) else model
     settings = settings.for_task(resolve_task(settings.task, data, card))
     root = settings.image_root if settings.image_root is not None else data.parent
     records = load_records(
@@ -169,49 +180,146 @@ def predict_file(
         skipped_bad_images=[(line, image, reason) for _, line, image, reason in bad.rows],
         unseen_prompts=_unseen_prompts(todo, card),
     )
-    if not todo:
-        return summary
+    if not todo and list(done) != sorted(done):
+        sort_predictions(out)  # a run that wrote its last line but stopped before sorting
+    return PredictionJob(data, out, card, settings, done, todo, summary)
+
+
+class RowPredictor:
+    """A loaded model answering data rows as output lines, with `settings` 's decoding (the
+    answer grammar, beams, length cap) and few-shot demonstrations: the step every engine
+    runs on its rows."""
+
+    def __init__(self, predictor: Predictor, settings: PredictSettings) -> None:
+        self.predictor = predictor
+        self.settings = settings
+        self.decoding = settings.decoding()
+        predictor.prepare(self.decoding)
+        self.selector = None
+        if settings.shots:
+            from roadscene.predict.fewshot import shot_selector
+
+            assert settings.shots_from is not None  # checked by for_task
+            self.selector = shot_selector(
+                predictor,
+                settings.shots_from,
+                task=settings.task,
+                image_root=settings.image_root or settings.shots_from.parent,
+                shots=settings.shots,
+                selection=settings.shot_selection,
+                seed=settings.shot_seed,
+                on_bad_image=settings.on_bad_image,
+            )
+
+    def __call__(self, records: Sequence[ExampleRecord]) -> list[str]:
+        """One output line (ending in a newline) per record, answered in one generate call."""
+        examples = [to_example(r, with_answer=False) for r in records]
+        if self.selector is not None:
+            examples = self.selector.attach(records, examples)
+        texts = self.predictor.generate_batch(examples, self.decoding)
+        return [
+            dumps_line(_output_row(record, example, text, self.settings)) + "\n"
+            for record, example, text in zip(records, examples, texts, strict=True)
+        ]
+
+
+class PredictionWriter:
+    """Appends output lines to `job.out`, flushed to disk after every batch; a data line already
+    in the file is never written twice. Lines may come in any order (Ray workers finish out of
+    order); when the run completes, the file is put in data-file order."""
+
+    def __init__(self, job: PredictionJob) -> None:
+        self.job = job
+        self.lines = set(job.done)
+        done_order = list(job.done)
+        self.in_order = done_order == sorted(done_order)
+        self.last = done_order[-1] if done_order else None
+        self.handle: Any = None
+
+    def __enter__(self) -> PredictionWriter:
+        return self
+
+    def _open(self) -> Any:
+        """The output, opened for appending with the first answers: a run that fails before
+        them leaves no file behind."""
+        out = self.job.out
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            return open(out, "a", encoding="utf-8", newline="")
+        except OSError as err:
+            raise InputError(f"cannot write here: {err.strerror or err}", path=out) from None
+
+    def write(self, lines: Iterable[tuple[int, str]]) -> int:
+        """Append (data line, output line) pairs; returns how many were new."""
+        new = [(line, text) for line, text in lines if line not in self.lines]
+        for line, _ in new:
+            self.lines.add(line)
+            self.in_order = self.in_order and (self.last is None or line > self.last)
+            self.last = line
+        if new:
+            if self.handle is None:
+                self.handle = self._open()
+            self.handle.write("".join(text for _, text in new))
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+            self.job.summary.written += len(new)
+        return len(new)
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self.handle is not None:
+            self.handle.close()
+        if kind is None and not self.in_order:
+            sort_predictions(self.job.out)
+
+
+def sort_predictions(out: Path) -> None:
+    """Rewrite a prediction file with its lines in data-file order (atomically)."""
+    text = out.read_text(encoding="utf-8")
+    lines = text.split("\n")[:-1]  # lines end at "\n" only (see read_done)
+    lines.sort(key=lambda line: json.loads(line)["line"])
+    with atomic_write(out, encoding="utf-8") as handle:
+        handle.write("".join(line + "\n" for line in lines))
+
+
+def predict_file(
+    data: str | Path,
+    out: str | Path,
+    model: ModelCard | Predictor,
+    settings: PredictSettings | None = None,
+    *,
+    device: str | None = None,
+    progress: bool = True,
+) -> PredictSummary:
+    """Predict every row of `data` (a bvpi_sft / captions file) into `out` (JSONL), resumably.
+
+    `model` is a `ModelCard` (loaded only if there is work to do, after the data and the output
+    were checked) or an already loaded `Predictor`.
+    """
+    from tqdm.auto import tqdm
+
+    card = model.card if isinstance(model, Predictor) else model
+    job = plan_prediction(data, out, card, settings)
+    if not job.todo:
+        return job.summary
     predictor = model if isinstance(model, Predictor) else Predictor.load(card, device=device)
-    decoding = settings.decoding()
-    predictor.prepare(decoding)
-    selector = None
-    if settings.shots:
-        from roadscene.predict.fewshot import shot_selector
-
-        assert settings.shots_from is not None  # checked by for_task
-        selector = shot_selector(
-            predictor,
-            settings.shots_from,
-            task=settings.task,
-            image_root=settings.image_root or settings.shots_from.parent,
-            shots=settings.shots,
-            selection=settings.shot_selection,
-            seed=settings.shot_seed,
-        )
-
-    out.parent.mkdir(parents=True, exist_ok=True)
+    answer = RowPredictor(predictor, job.settings)
+    batch_size = job.settings.batch_size
     start = time.perf_counter()
     with (
-        open(out, "a", encoding="utf-8", newline="") as handle,
-        tqdm(total=len(todo), unit="item", disable=not progress, desc="predict") as bar,
+        PredictionWriter(job) as writer,
+        tqdm(total=len(job.todo), unit="item", disable=not progress, desc="predict") as bar,
     ):
-        for first in range(0, len(todo), settings.batch_size):
-            chunk = todo[first : first + settings.batch_size]
-            examples = [to_example(r, with_answer=False) for r in chunk]
-            if selector is not None:
-                examples = selector.attach(chunk, examples)
-            texts = predictor.generate_batch(examples, decoding)
-            lines = [
-                dumps_line(_output_row(record, example, text, settings)) + "\n"
-                for record, example, text in zip(chunk, examples, texts, strict=True)
-            ]
-            handle.write("".join(lines))
-            handle.flush()
-            os.fsync(handle.fileno())
-            summary.written += len(chunk)
+        for first in range(0, len(job.todo), batch_size):
+            chunk = job.todo[first : first + batch_size]
+            writer.write(zip((r.line for r in chunk), answer(chunk), strict=True))
             bar.update(len(chunk))
-    summary.seconds = time.perf_counter() - start
-    return summary
+    job.summary.seconds = time.perf_counter() - start
+    return job.summary
 
 
 def _unseen_prompts(records: list[ExampleRecord], card: ModelCard) -> int:

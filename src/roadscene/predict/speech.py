@@ -57,6 +57,16 @@ def check_voice(voice: str) -> None:
     _run(["-q", "--", "ok"], voice)
 
 
+def is_wav_file(path: Path) -> bool:
+    """Whether `path` is a WAV file (a spoken-cue file may replace one, nothing else)."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(12)
+    except OSError:
+        return False
+    return header[:4] == b"RIFF" and header[8:12] == b"WAVE"
+
+
 def synthesize_wav(text: str, out: str | Path, *, voice: str | None = None) -> Path:
     """Write `text` spoken by espeak-ng to the WAV file `out` (atomically)."""
     out = Path(out)
@@ -69,7 +79,7 @@ def synthesize_wav(text: str, out: str | Path, *, voice: str | None = None) -> P
         data = wav.read_bytes()
     if len(data) <= 44:
         raise InputError(f"{ESPEAK} produced no audio for the text", path=out)
-    with atomic_write(out, "wb") as handle:
+    with atomic_write(out, "wb", ours=is_wav_file, what="a WAV file") as handle:
         handle.write(data)
     return out
 

@@ -8,12 +8,18 @@ from typing import Any
 
 from roadscene.io import atomic_dir, dumps_line
 from roadscene.metrics.results import EvaluationResult
+from roadscene.report.compare import is_report_file
 from roadscene.report.markdown import report_markdown
 from roadscene.report.plots import write_plots
 
 REPORT_FILE = "report.json"
 DETAILS_FILE = "details.jsonl"
 MARKDOWN_FILE = "report.md"
+
+
+def is_report_dir(folder: Path) -> bool:
+    """Whether `folder` is a report folder `write_report_dir` wrote (it may be replaced)."""
+    return is_report_file(folder / REPORT_FILE)
 
 
 def write_report_dir(
@@ -30,7 +36,7 @@ def write_report_dir(
         report, details = result.report, result.details
     else:
         report, details = result, details or []
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, ours=is_report_dir, what="a report folder") as tmp:
         with open(tmp / REPORT_FILE, "w", encoding="utf-8") as handle:
             json.dump(report, handle, ensure_ascii=False, indent=2)
             handle.write("\n")
@@ -42,4 +48,4 @@ def write_report_dir(
     return Path(out_dir)
 
 
-__all__ = ["write_report_dir", "report_markdown", "write_plots"]
+__all__ = ["is_report_dir", "is_report_file", "write_report_dir", "report_markdown", "write_plots"]

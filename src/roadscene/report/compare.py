@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from roadscene.errors import InputError
-from roadscene.io import read_text
+from roadscene.io import read_json
 from roadscene.metrics.truth import FIELD_REPORT_NAMES
 from roadscene.report.markdown import fmt, table
 
 
 def load_report(path: str | Path) -> dict[str, Any]:
     """A report JSON written by `roadscene evaluate`; anything else is an InputError."""
-    try:
-        report = json.loads(read_text(path))
-    except json.JSONDecodeError as err:
-        raise InputError(f"malformed JSON: {err.msg}", path=path, line=err.lineno) from None
+    report = read_json(path)
     if not isinstance(report, dict) or report.get("task") not in ("captions", "safety"):
         raise InputError("not a roadscene evaluation report (no task captions|safety)", path=path)
+    if report["task"] == "captions" and not isinstance(report.get("metrics"), dict):
+        raise InputError("caption report without a 'metrics' object", path=path)
+    for section in ("strict", "compat"):
+        if report.get(section) is not None and not isinstance(report[section], dict):
+            raise InputError(f"safety report whose '{section}' is not an object", path=path)
     return report
+
+
+def is_report_file(path: Path) -> bool:
+    """Whether `path` is a report JSON `roadscene evaluate` wrote (it may be replaced)."""
+    try:
+        load_report(path)
+    except InputError:
+        return False
+    return True
 
 
 def _get(block: Any, *keys: str) -> Any:
@@ -36,13 +46,14 @@ def headline_metrics(report: dict[str, Any]) -> list[tuple[str, Any]]:
     """The figures worth comparing, in display order, as (label, value)."""
     rows: list[tuple[str, Any]] = [("n", report.get("n"))]
     if report["task"] == "captions":
-        rows += list(report["metrics"].items())
+        rows += [(str(label), value) for label, value in report["metrics"].items()]
         return rows
     rows.append(("missing", report.get("missing")))
     strict = report.get("strict")
     if strict:
         for name in FIELD_REPORT_NAMES.values():
-            block = strict["fields"][name]
+            block = _get(strict, "fields", name)
+            block = block if isinstance(block, dict) else {}
             rows += [
                 (f"strict {name} accuracy", _get(block, "accuracy", "rate")),
                 (
@@ -70,11 +81,12 @@ def headline_metrics(report: dict[str, Any]) -> list[tuple[str, Any]]:
     if compat:
         for name in FIELD_REPORT_NAMES.values():
             rows.append((f"compat {name} accuracy", _get(compat, "accuracy", name, "rate")))
-        for cls, block in compat["objects"].items():
+        objects = _get(compat, "objects")
+        for cls, block in (objects if isinstance(objects, dict) else {}).items():
             rows.append(
                 (
                     f"compat {cls} recall / precision",
-                    f"{fmt(block['recall'], 2)} / {fmt(block['precision'], 2)}",
+                    f"{fmt(_get(block, 'recall'), 2)} / {fmt(_get(block, 'precision'), 2)}",
                 )
             )
     return rows
@@ -101,10 +113,13 @@ def comparison_table(
     names: list[str],
     *,
     mark_best: Callable[[str], str] = lambda cell: f"**{cell}**",
+    escape: Callable[[str], str] = lambda cell: cell,
 ) -> tuple[list[str], list[list[str]]]:
     """(header, rows): one row per figure, one column per report; `—` where a report lacks it.
 
-    The best score of each row goes through `mark_best` (every score here: higher is better).
+    Every cell and name goes through `escape` (e.g. rich's markup escape: a report's text must
+    not be read as markup), then the best score of each row through `mark_best` (every score
+    here: higher is better).
     """
     columns = [dict(headline_metrics(r)) for r in reports]
     labels: list[str] = []
@@ -114,9 +129,19 @@ def comparison_table(
     for label in labels:
         values = [col.get(label) for col in columns]
         best = best_columns(values, label)
-        cells = [mark_best(fmt(v, 4)) if i in best else fmt(v, 4) for i, v in enumerate(values)]
-        rows.append([label, *cells])
-    return ["metric", *names], rows
+        cells = [escape(fmt(v, 4)) for v in values]
+        cells = [mark_best(cell) if i in best else cell for i, cell in enumerate(cells)]
+        rows.append([escape(label), *cells])
+    return ["metric", *map(escape, names)], rows
+
+
+def is_comparison_markdown(path: Path) -> bool:
+    """Whether `path` is a Markdown table `roadscene evaluate compare` wrote."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.readline().startswith("| metric |")
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def comparison_markdown(reports: list[dict[str, Any]], names: list[str]) -> str:

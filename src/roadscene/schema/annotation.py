@@ -17,10 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from roadscene.schema.values import (
     FORM_CLASSES,
     OBJECT_CLASSES,
+    POSITIONS,
     normalize_position,
     parse_object_cell,
     road_vs_sidewalk,
 )
+
+_MIRRORED = {"left": "right", "right": "left"}
+_POSITION_ORDER = list(POSITIONS)
 
 
 class SceneAnnotation(BaseModel):
@@ -65,6 +69,28 @@ class SceneAnnotation(BaseModel):
             relation=road_vs_sidewalk(sw, rd),
             near={c: list((near or {}).get(c, [])) for c in OBJECT_CLASSES},
             far={c: list((far or {}).get(c, [])) for c in OBJECT_CLASSES},
+        )
+
+    def mirrored(self) -> SceneAnnotation:
+        """The scene seen in a horizontally flipped image: left and right swapped in the
+        sidewalk, the road and every object position (listed left < center < right again); the
+        relation is derived anew, so `left_of` and `right_of` swap too."""
+
+        def flip(position: str) -> str:
+            return _MIRRORED.get(position, position)
+
+        def objects(side: dict[str, list[str]]) -> dict[str, list[str]]:
+            return {
+                cls: sorted((flip(p) for p in positions), key=_POSITION_ORDER.index)
+                for cls, positions in side.items()
+            }
+
+        return SceneAnnotation.build(
+            image=self.image,
+            sidewalk=flip(self.sidewalk),
+            road=flip(self.road),
+            near=objects(self.near),
+            far=objects(self.far),
         )
 
     def near_count(self, cls: str) -> int:

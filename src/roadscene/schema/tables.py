@@ -3,9 +3,6 @@ annotation JSON files (the form)."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,8 +10,8 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from roadscene.errors import InputError
-from roadscene.io import read_text
+from roadscene.errors import InputError, excerpt
+from roadscene.io import CsvRow, read_csv, read_json
 from roadscene.schema.annotation import AnnotationForm, SceneAnnotation
 from roadscene.schema.values import (
     FORM_CLASSES,
@@ -34,7 +31,9 @@ class RowIssue:
 
     path: str
     line: int
-    kind: Literal["malformed", "unknown_value", "duplicate", "missing_value", "bad_split"]
+    kind: Literal[
+        "malformed", "unknown_value", "duplicate", "missing_value", "bad_split", "split_conflict"
+    ]
     message: str
     image: str | None = None
     field: str | None = None
@@ -72,20 +71,39 @@ _FORM_ROAD = {"Not present", "Left", "Front", "Right"}
 _FORM_YES_NO = {"Yes", "No"}
 
 
-def read_csv_rows(
-    path: str | Path, required: tuple[str, ...], what: str
-) -> list[tuple[int, dict[str, str]]]:
-    """Read a CSV as (first line number, row) pairs.
+def _shape_problem(row: CsvRow, columns: int) -> str | None:
+    """Why a CSV record cannot be a row of a table with `columns` columns (None: it can).
 
-    File-level problems (missing file, non-UTF-8 bytes, empty file, missing column) raise an
-    InputError naming the file (and column). Line numbers count the header as line 1 and follow
-    quoted multi-line fields.
+    SENSATION's tables hold one row per line: a record spanning lines is a quote left open
+    (which swallows the rows after it), and a wrong number of fields is a shifted row."""
+    if row.last_line > row.line:
+        return (
+            f"malformed row: a quoted field runs from line {row.line} to line {row.last_line} "
+            f"(a quote left open swallows the rows after it); row left out"
+        )
+    if len(row.fields) != columns:
+        hint = " (an unquoted comma?)" if len(row.fields) > columns else ""
+        return (
+            f"malformed row: {len(row.fields)} fields, the header has {columns}{hint}; row left out"
+        )
+    return None
+
+
+def read_csv_table(
+    path: str | Path, required: tuple[str, ...], what: str
+) -> tuple[list[tuple[int, dict[str, str]]], list[RowIssue]]:
+    """Read a CSV as (first line number, row) pairs, plus the malformed rows left out.
+
+    File-level problems (missing file, non-UTF-8 bytes, empty file, missing column, a field over
+    128 KB) raise an InputError naming the file (and line or column); a byte-order mark is
+    dropped. A row with another number of fields than the header, or one whose quoted field
+    spans lines, is a `malformed` RowIssue and is left out. Line numbers count the header as
+    line 1.
     """
-    text = read_text(path)
-    if not text.strip():
+    records = read_csv(path)
+    if not records:
         raise InputError(f"{what} file is empty", path=path)
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = reader.fieldnames or []
+    header = records[0].fields
     missing = [c for c in required if c not in header]
     if missing:
         raise InputError(
@@ -99,12 +117,34 @@ def read_csv_rows(
             field=None,
         )
     rows: list[tuple[int, dict[str, str]]] = []
-    start = reader.line_num + 1
-    for row in reader:
-        rows.append((start, {k: (v if v is not None else "") for k, v in row.items() if k}))
-        start = reader.line_num + 1
-    if not rows:
+    issues: list[RowIssue] = []
+    for record in records[1:]:
+        problem = _shape_problem(record, len(header))
+        if problem is not None:
+            first = record.fields[0] if record.fields else None
+            issues.append(RowIssue(str(path), record.line, "malformed", problem, image=first))
+            continue
+        rows.append((record.line, {k: v for k, v in zip(header, record.fields, strict=True) if k}))
+    if not rows and not issues:
         raise InputError(f"{what} file has a header but no rows", path=path)
+    if not rows:
+        raise InputError(
+            f"{what} file has no usable row: {len(issues)} malformed, the first: "
+            f"{issues[0].message}",
+            path=path,
+            line=issues[0].line,
+        )
+    return rows, issues
+
+
+def read_csv_rows(
+    path: str | Path, required: tuple[str, ...], what: str
+) -> list[tuple[int, dict[str, str]]]:
+    """`read_csv_table` where a malformed row is an InputError (for files such as reference
+    captions, where a row that cannot be read would change what is scored)."""
+    rows, issues = read_csv_table(path, required, what)
+    if issues:
+        raise InputError(issues[0].message, path=path, line=issues[0].line)
     return rows
 
 
@@ -118,7 +158,7 @@ def validate_annotation_row(row: dict[str, str], path: str, line: int) -> list[R
                 path,
                 line,
                 "malformed",
-                f"malformed row: image '{image}' is not an image file name (columns shifted?)",
+                f"malformed row: image {excerpt(image)} is not an image file name (columns shifted?)",
                 image=image,
                 field="image",
             )
@@ -143,7 +183,7 @@ def validate_annotation_row(row: dict[str, str], path: str, line: int) -> list[R
                     path,
                     line,
                     "unknown_value",
-                    f"unknown value '{value}' (allowed: {', '.join(sorted(allowed))})",
+                    f"unknown value {excerpt(value)} (allowed: {', '.join(sorted(allowed))})",
                     image=image,
                     field=column,
                 )
@@ -157,7 +197,7 @@ def validate_annotation_row(row: dict[str, str], path: str, line: int) -> list[R
                         path,
                         line,
                         "unknown_value",
-                        f"unknown value '{value}' (allowed: "
+                        f"unknown value {excerpt(value)} (allowed: "
                         "not present, or Left/Center/Right joined by '-')",
                         image=image,
                         field=column,
@@ -185,7 +225,9 @@ def read_annotations_csv(path: str | Path) -> AnnotationTable:
     """
     path = Path(path)
     table = AnnotationTable(path=str(path))
-    for line, row in read_csv_rows(path, REQUIRED_COLUMNS, "annotations"):
+    rows, table.issues = read_csv_table(path, REQUIRED_COLUMNS, "annotations")
+    table.row_count = len(table.issues)  # malformed rows count as rows read
+    for line, row in rows:
         table.row_count += 1
         table.issues.extend(validate_annotation_row(row, str(path), line))
         key = image_key(row["image"])
@@ -204,17 +246,14 @@ def read_annotations_csv(path: str | Path) -> AnnotationTable:
             continue
         table.scenes[key] = scene_from_csv_row(row)
         table.lines[key] = line
+    table.issues.sort(key=lambda issue: issue.line)
     return table
 
 
 def read_annotation_json(path: str | Path) -> AnnotationForm:
     """Read and validate one annotation JSON file (the form)."""
     path = Path(path)
-    text = read_text(path)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InputError(f"malformed JSON: {err.msg}", path=path, line=err.lineno) from None
+    data = read_json(path)
     try:
         return AnnotationForm.model_validate(data)
     except ValidationError as err:
@@ -227,9 +266,9 @@ def validate_annotation_json(path: str | Path) -> list[str]:
     """Every problem of an annotation JSON file, one message each (empty list when valid)."""
     path = Path(path)
     try:
-        data = json.loads(read_text(path))
-    except json.JSONDecodeError as err:
-        return [f"{path}:{err.lineno}: malformed JSON: {err.msg}"]
+        data = read_json(path)
+    except InputError as err:
+        return [str(err)]
     try:
         AnnotationForm.model_validate(data)
     except ValidationError as err:

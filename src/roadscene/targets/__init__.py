@@ -18,12 +18,20 @@ from roadscene.targets.answer import (
 )
 from roadscene.targets.cue import (
     CUE_ACTIONS,
+    URGENCY_LEVELS,
+    VERBOSITY_LEVELS,
     NavigationCue,
+    Urgency,
+    Verbosity,
+    clock_directions,
     cue_for_parsed,
     cue_for_scene,
     navigation_cue,
+    spoken_cue,
+    unclear_view_cue,
 )
 from roadscene.targets.grammar import GrammarOptions, answer_grammar
+from roadscene.targets.mirror import mirror_response, mirror_text
 
 __all__ = [
     "CAPTION_PROMPT",
@@ -31,18 +39,27 @@ __all__ = [
     "DEFAULT_PROMPT",
     "NO_NEARBY",
     "OBJECT_NAMES",
+    "URGENCY_LEVELS",
+    "VERBOSITY_LEVELS",
     "GrammarOptions",
     "NavigationCue",
     "ObjectMention",
     "ParsedResponse",
+    "Urgency",
+    "Verbosity",
     "answer_grammar",
+    "clock_directions",
     "cue_for_parsed",
     "cue_for_scene",
     "describe_positions",
     "header_text",
+    "mirror_response",
+    "mirror_text",
     "navigation_cue",
     "object_phrase",
     "parse_response",
     "render_response",
     "scene_from_parsed",
+    "spoken_cue",
+    "unclear_view_cue",
 ]

@@ -20,15 +20,22 @@ A deterministic rule table (first matching rule wins; documented in docs/structu
 "Road side" means the side the road field names (left/right) and the side the relation implies
 (`left_of` -> left, `right_of` -> right): an inconsistent answer blocks both, so a cue never sends
 anyone toward a road any field mentions.
+
+For a live assistant every cue also has an urgency (`cue_urgency`: high for a crossing or
+something close in the path, low only when the path is clear), objects are given as clock
+directions ("person at 12 o'clock, close"; `clock_directions`), and `spoken_cue` composes what is
+said at a chosen verbosity. A frame too poor to read gets `unclear_view_cue()` (rule R0) instead
+of a guess.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from roadscene.schema import OBJECT_CLASSES, POSITIONS, SceneAnnotation
-from roadscene.targets.answer import OBJECT_NAMES, ParsedResponse, scene_from_parsed
+from roadscene.targets.answer import OBJECT_NAMES, ObjectMention, ParsedResponse, scene_from_parsed
 
 CueAction = Literal[
     "stop_crossing",
@@ -42,20 +49,55 @@ CueAction = Literal[
     "caution",
 ]
 CUE_ACTIONS: tuple[str, ...] = CueAction.__args__  # type: ignore[attr-defined]
+# Not from the table: the frame itself was unusable (rule R0).
+ViewAction = Literal["raise_phone"]
+UNCLEAR_VIEW_TEXT = "Camera view unclear: raise the phone."
 SIDES: tuple[str, str] = ("left", "right")
 PATH_CLEAR = "Path clear"
+
+Urgency = Literal["low", "medium", "high"]
+URGENCY_LEVELS: tuple[str, ...] = Urgency.__args__  # type: ignore[attr-defined]  # low -> high
+Verbosity = Literal["brief", "normal", "detailed"]
+VERBOSITY_LEVELS: tuple[str, ...] = Verbosity.__args__  # type: ignore[attr-defined]
+# Positions as clock hours for a walker facing 12 o'clock.
+CLOCK_HOURS: dict[str, int] = {"left": 10, "center": 12, "right": 2}
+
+
+def cue_urgency(action: str, rule: str) -> Urgency:
+    """high: a crossing (R1) or something close in the path (R2); low: nothing close and a
+    sidewalk to follow (R5 keep / straight); medium: everything else (the road ahead in the
+    center, objects close beside the path, no sidewalk seen, an unclear view)."""
+    if rule in ("R1", "R2"):
+        return "high"
+    if rule == "R5" and action != "caution":
+        return "low"
+    return "medium"
 
 
 @dataclass(frozen=True)
 class NavigationCue:
     """The cue: what to do (`action`), which rule chose it, and the sentence to show or say."""
 
-    action: CueAction
+    action: CueAction | ViewAction
     rule: str
     text: str
 
+    @property
+    def urgency(self) -> Urgency:
+        return cue_urgency(self.action, self.rule)
+
     def to_dict(self) -> dict[str, str]:
-        return {"action": self.action, "rule": self.rule, "text": self.text}
+        return {
+            "action": self.action,
+            "rule": self.rule,
+            "text": self.text,
+            "urgency": self.urgency,
+        }
+
+
+def unclear_view_cue() -> NavigationCue:
+    """The cue for a frame too dark, uniform or blurred to read: say so instead of guessing."""
+    return NavigationCue("raise_phone", "R0", UNCLEAR_VIEW_TEXT)
 
 
 def _other(side: str) -> str:
@@ -184,3 +226,60 @@ def cue_for_parsed(parsed: ParsedResponse) -> NavigationCue:
     # keep the answer's own relation (scene_from_parsed re-derives it from sidewalk and road)
     relation = parsed.relation or "unknown"
     return navigation_cue(scene.sidewalk, scene.road, relation, scene.near)
+
+
+# --- clock directions and the spoken sentence ----------------------------------------------------
+
+
+def clock_phrase(cls: str, count: int, positions: Sequence[str], distance: str) -> str:
+    """`person at 12 o'clock, close`, `2 cars at 10 and 2 o'clock, far`; an object without a
+    position: `person close, direction unknown`."""
+    singular, plural = OBJECT_NAMES[cls]
+    name = singular if count == 1 else f"{count} {plural}"
+    hours = [str(CLOCK_HOURS[p]) for p in POSITIONS if p in positions]
+    if not hours:
+        return f"{name} {distance}, direction unknown"
+    where = hours[0] if len(hours) == 1 else f"{', '.join(hours[:-1])} and {hours[-1]}"
+    return f"{name} at {where} o'clock, {distance}"
+
+
+def _clock_phrases(mentions: dict[str, ObjectMention], distance: str) -> list[str]:
+    ranked = []
+    for order, cls in enumerate(OBJECT_CLASSES):
+        mention = mentions.get(cls)
+        if mention is None:
+            continue
+        count = mention.count or len(mention.positions) or 1
+        # in the path (or of unknown direction: the cautious reading) first
+        beside = bool(mention.positions) and "center" not in mention.positions
+        ranked.append((beside, order, clock_phrase(cls, count, mention.positions, distance)))
+    return [phrase for *_, phrase in sorted(ranked)]
+
+
+def clock_directions(parsed: ParsedResponse) -> dict[str, list[str]]:
+    """Close and far objects of an answer as clock directions, objects in the path first."""
+    return {"close": _clock_phrases(parsed.near, "close"), "far": _clock_phrases(parsed.far, "far")}
+
+
+def _sentence(phrases: list[str]) -> str:
+    text = "; ".join(phrases)
+    return text[0].upper() + text[1:] + "."
+
+
+def spoken_cue(
+    cue: NavigationCue,
+    directions: dict[str, list[str]],
+    verbosity: Verbosity = "normal",
+    caption: str | None = None,
+) -> str:
+    """What a live assistant says: brief = the cue; normal = the cue and where the close
+    objects are; detailed = also the far objects and the caption."""
+    parts = [cue.text]
+    if verbosity != "brief" and directions.get("close"):
+        parts.append(_sentence(directions["close"]))
+    if verbosity == "detailed":
+        if directions.get("far"):
+            parts.append(_sentence(directions["far"]))
+        if caption:
+            parts.append(caption if caption.endswith((".", "!", "?")) else caption + ".")
+    return " ".join(parts)

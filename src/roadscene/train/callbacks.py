@@ -166,3 +166,46 @@ class StopAfterSaveCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
         control.should_training_stop = True
         return control
+
+
+class NonFiniteLossCallback(TrainerCallback):
+    """Stop training with one line naming the step when the training loss becomes NaN or
+    infinite (a learning rate far too high, broken data): the weights are lost from there on, so
+    continuing would only write NaN into checkpoints and the summary. The loss is read from the
+    model's forward output in training mode; the check runs before the step's checkpoint."""
+
+    def __init__(self) -> None:
+        self.bad_loss: float | None = None
+        self._hook: Any = None
+
+    def _check(self, module: Any, inputs: Any, output: Any) -> None:
+        import torch
+
+        if not module.training or self.bad_loss is not None:
+            return
+        loss = output.get("loss") if isinstance(output, dict) else getattr(output, "loss", None)
+        if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss.detach()).all()):
+            self.bad_loss = float(loss.detach().float().reshape(-1)[0])
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+        if model is not None and self._hook is None:
+            self._hook = model.register_forward_hook(self._check)
+        return control
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        if self.bad_loss is not None:
+            from roadscene.errors import InputError
+
+            self.on_train_end(args, state, control)
+            raise InputError(
+                f"training stopped at step {state.global_step}: the training loss became "
+                f"{self.bad_loss} (is train.learning_rate far too high?); checkpoints saved "
+                "before this step are kept"
+            )
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        return control

@@ -13,7 +13,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from roadscene.errors import InputError
+from roadscene.data.augment import AugmentSection
+from roadscene.data.mix import MixSection
+from roadscene.errors import InputError, excerpt
+from roadscene.io import loads_yaml, read_json, read_text
 from roadscene.models.finetune import FinetuneSection
 
 CONFIG_FILENAME = "roadscene_config.yaml"
@@ -22,7 +25,8 @@ MAX_SAVED_PROMPTS = 50
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf / nan are never meaningful settings (learning_rate: .inf trains to NaN weights)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelSection(_Section):
@@ -66,12 +70,29 @@ class DataSection(_Section):
         description="Keep encoded tensors (token ids + pixels) in memory after the first epoch; "
         "good for tiny images, too big for full-size SmolVLM tiles.",
     )
+    train_file: str | None = Field(
+        None,
+        description="Train on this file instead of the train split's (any task file, or the "
+        "conversational format of `roadscene data export`).",
+    )
+    eval_file: str | None = Field(
+        None, description="Evaluate on this file instead of the eval split's."
+    )
+    augment: AugmentSection = Field(
+        default_factory=AugmentSection,
+        description="Weather / lighting augmentation of training images, on the fly and seeded.",
+    )
+    mix: MixSection | None = Field(
+        None, description="Several weighted sources instead of one train file (a task mix)."
+    )
 
 
 class TrainSection(_Section):
     output_dir: str = Field("runs/smolvlm", description="Run folder (checkpoints, final model).")
     num_epochs: float = Field(3.0, gt=0, description="Epochs (ignored when max_steps > 0).")
-    max_steps: int = Field(-1, description="Stop after this many optimiser steps (-1: epochs).")
+    max_steps: int = Field(
+        -1, ge=-1, description="Stop after this many optimiser steps (-1: epochs; 0 is refused)."
+    )
     batch_size: int = Field(2, ge=1, description="Per-device train batch size.")
     eval_batch_size: int = Field(8, ge=1, description="Per-device eval batch size.")
     grad_accum: int = Field(4, ge=1, description="Gradient accumulation steps.")
@@ -83,7 +104,9 @@ class TrainSection(_Section):
         "linear", description="Learning-rate schedule after warm-up."
     )
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping.")
-    seed: int = Field(0, description="Seed for initialisation, shuffling and dropout.")
+    seed: int = Field(
+        0, ge=0, le=2**32 - 1, description="Seed for initialisation, shuffling and dropout."
+    )
     padding: Literal["longest", "max_length"] = Field(
         "longest",
         description="longest: pad each batch to its longest example (dynamic); max_length: pad "
@@ -103,6 +126,13 @@ class TrainSection(_Section):
     dataloader_num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
     report_to: str = Field("none", description="Trainer loggers (none, tensorboard, ...).")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads (null: default).")
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps_or_epochs(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("must be -1 (train for num_epochs) or a number of steps >= 1; got 0")
+        return value
 
 
 class GenerationEvalSection(_Section):
@@ -216,10 +246,28 @@ class TrainConfig(_Section):
                 raise ValueError(_format_validation_error(err, "family_options")) from None
             # Store the resolved options (defaults filled in) so the saved config is complete.
             object.__setattr__(self, "family_options", validated.model_dump(mode="json"))
+        data = self.data
+        if data.augment.active and data.cache_encoded:
+            raise ValueError(
+                "data.cache_encoded keeps the first pixels an item had; it cannot be combined "
+                "with data.augment"
+            )
+        if data.mix is not None and data.train_file is not None:
+            raise ValueError("give data.mix or data.train_file, not both")
+        if (
+            data.mix is not None
+            and data.mix.few_shot_share > 0
+            and not family.supports_demonstrations
+        ):
+            raise ValueError(
+                f"data.mix.few_shot_share needs a family that takes in-context demonstrations; "
+                f"'{self.model.family}' does not"
+            )
         if (
             self.generation_eval.enabled
             and self.generation_eval.keep_best
             and not self.data.eval_split
+            and not self.data.eval_file
         ):
             raise ValueError(
                 "generation_eval.keep_best needs data.eval_split; set generation_eval.enabled=false "
@@ -254,8 +302,11 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     if first["type"] == "extra_forbidden":
         message = "unknown key"
     elif first["type"] == "literal_error":
-        message = f"got {first['input']!r}; {message}"
-    return f"{source}: '{where}': {message}"
+        message = f"got {excerpt(first['input'])}; {message}"
+    elif first["type"] != "missing" and "got " not in message:
+        # the value, capped: a hostile (or alias-expanded) value must not flood the message
+        message = f"{message} (got {excerpt(first.get('input'))})"
+    return f"{source}: '{where}': {message}" if where else f"{source}: {message}"
 
 
 #: Top-level fields of a recipe that are plain values, not sections (`stage: dpo`).
@@ -272,52 +323,38 @@ def _allowed_keys(section: str | None) -> list[str]:
 
 def parse_override(item: str) -> tuple[list[str], Any]:
     """`train.learning_rate=1e-4` -> (["train", "learning_rate"], 1e-4); values parse as YAML."""
-    import yaml
-
     if "=" not in item:
         raise InputError(f"override '{item}' is not key=value (e.g. train.learning_rate=1e-4)")
     key, raw = item.split("=", 1)
     parts = key.strip().split(".")
-    if parts[0] in _TOP_LEVEL_FIELDS and len(parts) == 1:
-        try:
-            return parts, yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            return parts, raw
-    if len(parts) != 2 or parts[0] not in _SECTIONS:
+    top_level = len(parts) == 1 and parts[0] in _TOP_LEVEL_FIELDS
+    if not top_level and (len(parts) != 2 or parts[0] not in _SECTIONS):
         raise InputError(
             f"override key '{key}' must be section.field with section one of "
             f"{', '.join(_SECTIONS)} (or one of {', '.join(_TOP_LEVEL_FIELDS)})"
         )
-    section, name = parts
-    if section != "family_options" and name not in _allowed_keys(section):
-        raise InputError(
-            f"unknown key '{key}'; keys of '{section}': {', '.join(_allowed_keys(section))}"
-        )
+    if not top_level:
+        section, name = parts
+        if section != "family_options" and name not in _allowed_keys(section):
+            raise InputError(
+                f"unknown key '{key}'; keys of '{section}': {', '.join(_allowed_keys(section))}"
+            )
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
+        value = loads_yaml(raw) if raw.strip() else ""
+    except InputError as err:
+        if err.reason.startswith("refused"):
+            raise InputError(f"--set {key}: {err.reason}") from None
+        value = raw  # not YAML: the text itself
     return parts, value
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """Defaults, then the YAML recipe at `path`, then `section.key=value` overrides."""
-    import yaml
-
     raw: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
-        from roadscene.io import read_text
-
         source = str(path)
-        try:
-            loaded = yaml.safe_load(read_text(path))
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            line = mark.line + 1 if mark is not None else None
-            raise InputError(
-                f"malformed YAML: {getattr(err, 'problem', err)}", path=path, line=line
-            ) from None
+        loaded = loads_yaml(read_text(path), path=path)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -325,8 +362,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         for section in loaded:
             if section not in TrainConfig.model_fields:
                 raise InputError(
-                    f"unknown section '{section}'; allowed: {', '.join(_SECTIONS)} (and the "
-                    f"top-level {', '.join(_TOP_LEVEL_FIELDS)})",
+                    f"unknown section {excerpt(section)}; allowed: {', '.join(_SECTIONS)} (and "
+                    f"the top-level {', '.join(_TOP_LEVEL_FIELDS)})",
                     path=path,
                 )
         raw = loaded
@@ -339,6 +376,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raw.setdefault(section, {})
         if raw[section] is None:
             raw[section] = {}
+        if not isinstance(raw[section], dict):
+            raise InputError(f"section '{section}' is not a mapping, so --set {item} cannot apply")
         raw[section][name] = value
     if overrides:
         source += " + --set"
@@ -380,8 +419,6 @@ def adapter_base(folder: str | Path) -> str:
     """The base model an adapter folder was trained on: its saved config's model (followed
     through earlier adapter runs it continued, e.g. SFT before DPO), else the adapter config's
     `base_model_name_or_path`."""
-    import json
-
     folder = Path(folder)
     seen = {folder.resolve()}
     while True:
@@ -396,9 +433,9 @@ def adapter_base(folder: str | Path) -> str:
         seen.add(start.resolve())
         folder = start
     try:
-        config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        config = {}
+        config = read_json(folder / "adapter_config.json")
+    except InputError as err:
+        raise InputError(f"adapter_config.json: {err.reason}", path=folder) from None
     base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
     if not isinstance(base, str) or not base:
         raise InputError(
@@ -422,13 +459,11 @@ def save_prompts(folder: str | Path, task: str, prompts: list[str]) -> Path:
 
 def read_prompts(folder: str | Path) -> list[str]:
     """The prompts saved with a trained model, most frequent first (empty when none saved)."""
-    import json
-
     path = Path(folder) / PROMPTS_FILENAME
     if not path.is_file():
         return []
+    saved = read_json(path)
     try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
         return [str(item["prompt"]) for item in saved["prompts"]]
-    except (ValueError, KeyError, TypeError) as err:
+    except (KeyError, TypeError) as err:
         raise InputError(f"unreadable prompts file ({type(err).__name__})", path=path) from None

@@ -23,14 +23,14 @@ from typing import Any
 
 from roadscene.errors import InputError
 from roadscene.train.config import TrainConfig
-from roadscene.train.runner import (
+from roadscene.train.stage import (
     TrainResult,
-    checkpoint_to_resume,
     finish_run,
     image_root,
-    load_split,
+    load_eval_rows,
     load_trainable_model,
     run_callbacks,
+    start_run,
     training_arguments,
 )
 
@@ -70,21 +70,16 @@ def run_dpo(
 ) -> TrainResult:
     """Preference-tune the SFT model named by `config.model.name_or_path` (module docstring)."""
     _require_trl()
-    import torch
     from datasets import Dataset
     from peft import PeftModel
-    from transformers import set_seed
     from trl import DPOConfig, DPOTrainer
 
     from roadscene.models import get_family
     from roadscene.train.callbacks import PreferenceEvalCallback
     from roadscene.train.preference import PreferenceCollator
 
+    last_checkpoint = start_run(config, resume)
     train_cfg, data, dpo = config.train, config.data, config.dpo
-    if train_cfg.num_threads:
-        torch.set_num_threads(train_cfg.num_threads)
-    last_checkpoint = checkpoint_to_resume(config, resume)
-    set_seed(train_cfg.seed)
     family = get_family(config.model.family)
 
     train_file, eval_file = pair_files(config)
@@ -94,9 +89,7 @@ def run_dpo(
     eval_pairs, bad_eval = (
         load_pair_split(config, eval_file, data.max_eval_examples) if eval_file else ([], [])
     )
-    eval_rows, bad_rows = [], []
-    if data.eval_split and config.generation_eval.enabled:
-        eval_rows, bad_rows = load_split(config, data.eval_split, data.max_eval_examples)
+    eval_rows, bad_rows = load_eval_rows(config) if config.generation_eval.enabled else ([], [])
     skipped = len(bad_train) + len(bad_eval) + len(bad_rows)
     if skipped:
         print(f"skipped {skipped} rows with missing or unreadable images (data.on_bad_image=skip)")
@@ -122,6 +115,7 @@ def run_dpo(
     evaluate = bool(eval_pairs)
     args = training_arguments(
         config,
+        family,
         evaluate=evaluate,
         # as in SFT: the best checkpoint by the val rows' field accuracy
         keep_best=evaluate and bool(eval_rows) and config.generation_eval.keep_best,
@@ -134,14 +128,17 @@ def run_dpo(
         precompute_ref_log_probs=False,
     )
     prompts = [pair.prompt for pair in train_pairs]
-    callbacks = run_callbacks(config, family, processor, eval_rows, prompts, extra_callbacks)
+    stage_callbacks = []
     if eval_pairs:
         eval_collator = PreferenceCollator(
             family, processor, eval_pairs, max_length=dpo.max_length, cache=cache
         )
-        callbacks.insert(
-            1, PreferenceEvalCallback(eval_collator, batch_size=train_cfg.eval_batch_size)
+        stage_callbacks.append(
+            PreferenceEvalCallback(eval_collator, batch_size=train_cfg.eval_batch_size)
         )
+    callbacks = run_callbacks(
+        config, family, processor, eval_rows, prompts, extra_callbacks, stage_callbacks
+    )
     trainer = DPOTrainer(
         model=model,
         ref_model=ref_model,

@@ -9,7 +9,8 @@ what the annotation says, so a model can learn the task from pixels without any 
   right column: near objects low and large, far objects just below the horizon and small; one
   shape per object, so counts are visible;
 - optional lighting / weather variation (brightness, tint, fog, sensor noise) and small layout
-  jitter.
+  jitter;
+- optionally one test condition on top (rain, fog, night, glare, blur: `conditions`).
 
 Rendering is vectorised numpy on fixed-size pixel grids. Everything random comes from a
 `numpy.random.Generator` seeded per image, so an image depends only on (scene, seed), never on
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from roadscene.schema import OBJECT_CLASSES, POSITIONS, SceneAnnotation
 
@@ -36,6 +37,20 @@ class RenderOptions(BaseModel):
         True, description="Random lighting / weather (brightness, tint, fog, noise) per image."
     )
     jitter: bool = Field(True, description="Small random shifts of layout and object placement.")
+    condition: str = Field(
+        "clean",
+        description="Test condition drawn on top: clean, rain, fog, night, glare or blur "
+        "(roadscene.data.synth.conditions).",
+    )
+
+    @field_validator("condition")
+    @classmethod
+    def _known_condition(cls, value: str) -> str:
+        from roadscene.data.synth.conditions import CONDITIONS
+
+        if value not in CONDITIONS:
+            raise ValueError(f"unknown condition '{value}'; allowed: {', '.join(CONDITIONS)}")
+        return value
 
 
 @dataclass(frozen=True)
@@ -249,4 +264,10 @@ def render_scene(
         fog = rng.uniform(0.0, 0.3) if rng.random() < 0.35 else 0.0
         image = image * (1.0 - fog) + 200.0 * fog
         image += rng.normal(0.0, 3.0, image.shape).astype(np.float32)
+    if options.condition != "clean":
+        from roadscene.data.synth.conditions import apply_condition
+
+        # drawn after everything else, so the scene under it is the clean image's exactly
+        condition_rng = np.random.default_rng(rng.integers(2**63))
+        image = apply_condition(image, options.condition, condition_rng, horizon)
     return np.clip(image + 0.5, 0, 255).astype(np.uint8)

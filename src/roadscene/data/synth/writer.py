@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,6 +88,14 @@ def split_sizes(n: int, val_fraction: float, test_fraction: float) -> dict[str, 
     return {"train": n - val - test, "val": val, "test": test}
 
 
+SYNTH_WHAT = "a `roadscene data synth` folder"
+
+
+def is_synth_dir(folder: Path) -> bool:
+    """Whether `folder` holds an earlier synthetic dataset (its files may be replaced)."""
+    return (folder / "synth_report.json").is_file()
+
+
 def write_synth_dataset(
     out_dir: str | Path,
     n: int,
@@ -101,6 +109,7 @@ def write_synth_dataset(
     context: bool = True,
     source: str = "built-in SENSATION-like distribution",
     progress: Any = None,
+    conditions: Sequence[str] = (),
 ) -> SynthResult:
     """Render `n` scenes into `out_dir` and write the same files as `roadscene data build`.
 
@@ -110,15 +119,29 @@ def write_synth_dataset(
     in the data files are relative to `out_dir` (use it as the image root). With
     `context=False` the responses end after `Nearby:`/`Far:` (no `Context:` caption).
     `progress(k)` is called after every k images. The folder is written atomically.
+
+    `conditions` (names of `roadscene.data.synth.conditions.CONDITIONS`) render the test
+    scenes again under each condition: `conditions/{name}/synth_{i:06d}.png` (the same base
+    names, so one truth serves all) and `bvpi_sft_test_{name}.jsonl` (`clean` points at the
+    test images themselves).
     """
     from PIL import Image
 
     from roadscene.data.build import CaptionRow, _write_jsonl, dpo_record, sft_record
-    from roadscene.io import atomic_dir, dumps_line
+    from roadscene.data.synth.conditions import CONDITIONS
+    from roadscene.io import atomic_dir, check_output, dumps_line
     from roadscene.targets import DEFAULT_PROMPT
 
     if n < 1:
         raise InputError(f"--n must be at least 1; got {n}", field="n")
+    conditions = list(dict.fromkeys(conditions))
+    for condition in conditions:
+        if condition not in CONDITIONS:
+            raise InputError(
+                f"unknown condition '{condition}'; allowed: {', '.join(CONDITIONS)}",
+                field="conditions",
+            )
+    out_dir = check_output(out_dir, folder=True, ours=is_synth_dir, what=SYNTH_WHAT)
     distribution = distribution or SceneDistribution.builtin()
     options = options or RenderOptions()
     prompt = DEFAULT_PROMPT if prompt is None else prompt
@@ -129,12 +152,15 @@ def write_synth_dataset(
     sft: dict[str, list[dict[str, Any]]] = {s: [] for s in SYNTH_SPLITS}
     dpo: dict[str, list[dict[str, Any]]] = {s: [] for s in ("train", "val")}
     plain: dict[str, list[dict[str, str]]] = {s: [] for s in SYNTH_SPLITS}
+    shifted: dict[str, list[dict[str, Any]]] = {c: [] for c in conditions}
     captions_csv = io.StringIO(newline="")
     caption_writer = csv.writer(captions_csv, lineterminator="\n")
     caption_writer.writerow(["image_path", "target", "split"])
-    out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, ours=is_synth_dir, what=SYNTH_WHAT) as tmp:
         (tmp / "images").mkdir()
+        for condition in conditions:
+            if condition != "clean":
+                (tmp / "conditions" / condition).mkdir(parents=True)
         for index, scene in enumerate(sample_scenes(distribution, n, seed)):
             split = split_of[index]
             pixels = render_scene(scene, image_seed(seed, index), options)
@@ -148,6 +174,15 @@ def write_synth_dataset(
             sft[split].append(record)
             plain[split].append({"image": row.image, "caption": caption})
             caption_writer.writerow([row.image, caption, split])
+            if split == "test":
+                for condition in conditions:
+                    image = row.image
+                    if condition != "clean":
+                        image = f"conditions/{condition}/{scene.image}"
+                        under = options.model_copy(update={"condition": condition})
+                        pixels = render_scene(scene, image_seed(seed, index), under)
+                        Image.fromarray(pixels).save(tmp / image, compress_level=1)
+                    shifted[condition].append({**record, "image": image, "condition": condition})
             if split in dpo:
                 pair = dpo_record(record, caption)
                 if pair is not None:
@@ -166,6 +201,8 @@ def write_synth_dataset(
                 handle.write("\n")
         for split, rows in dpo.items():
             _write_jsonl(tmp / f"bvpi_dpo_{split}.jsonl", rows)
+        for condition, rows in shifted.items():
+            _write_jsonl(tmp / f"bvpi_sft_test_{condition}.jsonl", rows)
         report = {
             "n": n,
             "seed": seed,
@@ -174,6 +211,7 @@ def write_synth_dataset(
             "splits": sizes,
             "prompt": prompt,
             "context": context,
+            "conditions": {c: f"bvpi_sft_test_{c}.jsonl" for c in conditions},
             "images_with_near_objects": sum(
                 1 for s in all_scenes if any(s.near[c] for c in OBJECT_CLASSES)
             ),

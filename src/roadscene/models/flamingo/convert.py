@@ -13,14 +13,15 @@ The output holds model.safetensors, config.json, the tokenizer with `<|endofchun
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from roadscene.errors import InputError
+from roadscene.errors import InputError, exception_summary
+from roadscene.io import read_json, regular_file
+from roadscene.models.base import loading_errors
 
 GPT_NEOX_TOKENIZER = "EleutherAI/gpt-neox-20b"
 
@@ -71,14 +72,11 @@ def resolve_source(id_or_dir: str, what: str, patterns: list[str]) -> Path:
 def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """OpenFlamingo checkpoint tensors by canonical name (a training checkpoint's
     `model_state_dict` is unwrapped)."""
-    if not path.is_file():
-        raise InputError("checkpoint not found", path=path)
+    regular_file(path, "checkpoint")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise InputError(
-            f"cannot read checkpoint: {type(err).__name__}: {err}", path=path
-        ) from None
+    except Exception as err:  # truncated zip, garbage, pickled code (refused by weights_only)
+        raise InputError(f"cannot read checkpoint: {exception_summary(err)}", path=path) from None
     if isinstance(state, dict) and isinstance(state.get("model_state_dict"), dict):
         state = state["model_state_dict"]
     if not isinstance(state, dict):
@@ -91,7 +89,9 @@ def read_lm(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise InputError("language model folder has no config.json", path=folder)
-    raw = json.loads(config_path.read_text(encoding="utf-8"))
+    raw = read_json(config_path)
+    if not isinstance(raw, dict):
+        raise InputError("config.json is not a JSON object", path=config_path)
     attn = raw.get("attn_config") or {}
     qk_ln = raw.get("attn_qk_ln", attn.get("qk_ln"))
     alibi = raw.get("alibi", attn.get("alibi"))
@@ -116,6 +116,9 @@ def read_lm(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         raise InputError(
             f"MPT options not supported by roadscene's MosaicGPT: {unsupported}", path=config_path
         )
+    needed = [key for key in ("d_model", "n_heads", "n_layers", "vocab_size") if key not in raw]
+    if needed:
+        raise InputError(f"config.json has no {', '.join(needed)}", path=config_path)
     fields = {
         "d_model": raw["d_model"],
         "n_heads": raw["n_heads"],
@@ -127,17 +130,21 @@ def read_lm(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     }
     weights: dict[str, torch.Tensor] = {}
     safetensor_files = sorted(folder.glob("*.safetensors"))
-    if safetensor_files:
-        from safetensors.torch import load_file
+    bin_files = sorted(folder.glob("pytorch_model*.bin"))
+    if not safetensor_files and not bin_files:
+        raise InputError("no *.safetensors or pytorch_model*.bin weights", path=folder)
+    for file in safetensor_files or bin_files:
+        try:
+            if file.suffix == ".safetensors":
+                from safetensors.torch import load_file
 
-        for file in safetensor_files:
-            weights.update(load_file(str(file)))
-    else:
-        bin_files = sorted(folder.glob("pytorch_model*.bin"))
-        if not bin_files:
-            raise InputError("no *.safetensors or pytorch_model*.bin weights", path=folder)
-        for file in bin_files:
-            weights.update(torch.load(file, map_location="cpu", weights_only=True))
+                weights.update(load_file(str(file)))
+            else:  # tensors only: weights_only refuses pickled code
+                weights.update(torch.load(file, map_location="cpu", weights_only=True))
+        except Exception as err:
+            raise InputError(
+                f"cannot read language-model weights: {exception_summary(err)}", path=file
+            ) from None
     weights = {k.removeprefix("model."): v for k, v in weights.items()}
     return fields, weights
 
@@ -158,7 +165,8 @@ def convert_openflamingo(
     are OpenFlamingo-3B's, which no published config file records)."""
     from transformers import AutoTokenizer, CLIPVisionModel
 
-    from roadscene.io import atomic_dir
+    from roadscene.io import atomic_dir, check_output, write_json
+    from roadscene.models.base import CONVERTED_MARKER, is_model_output
     from roadscene.models.flamingo.configuration_flamingo import FlamingoConfig, MosaicGPTConfig
     from roadscene.models.flamingo.modeling_flamingo import FlamingoForConditionalGeneration
     from roadscene.models.flamingo.processing_flamingo import (
@@ -169,11 +177,13 @@ def convert_openflamingo(
         clip_image_processor,
     )
 
+    out_dir = check_output(out_dir, folder=True, ours=is_model_output, what="a model folder")
     flamingo_weights = read_checkpoint(Path(checkpoint))
     lm_dir = resolve_source(lm, "language model", ["*.json", "*.safetensors", "*.bin", "*.txt"])
     lm_fields, lm_weights = read_lm(lm_dir)
     vision_dir = resolve_source(vision, "vision model", ["*.json", "*.safetensors", "*.txt"])
-    vision_model = CLIPVisionModel.from_pretrained(str(vision_dir), dtype=torch.float32)
+    with loading_errors(vision_dir):
+        vision_model = CLIPVisionModel.from_pretrained(str(vision_dir), dtype=torch.float32)
 
     tokenizer_source = tokenizer
     if tokenizer_source is None:
@@ -183,9 +193,9 @@ def convert_openflamingo(
         tokenizer_source = str(lm_dir) if has_tokenizer else GPT_NEOX_TOKENIZER
     try:
         text_tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-    except (OSError, ValueError) as err:
+    except Exception as err:
         raise InputError(
-            f"cannot load the tokenizer ({type(err).__name__}); pass --tokenizer DIR",
+            f"cannot load the tokenizer ({exception_summary(err, 160)}); pass --tokenizer DIR",
             path=tokenizer_source,
         ) from None
     base_size = len(text_tokenizer)
@@ -247,8 +257,9 @@ def convert_openflamingo(
     model.load_state_dict(state, assign=True, strict=True)
 
     processor = FlamingoProcessor(text_tokenizer, clip_image_processor(image_size))
-    out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as staging:
+    with atomic_dir(out_dir, ours=is_model_output, what="a model folder") as staging:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
+        sources = {"checkpoint": str(checkpoint), "lm": str(lm), "vision": str(vision)}
+        write_json(staging / CONVERTED_MARKER, sources | {"tokenizer": tokenizer_source})
     return out_dir

@@ -131,6 +131,10 @@ class FlamingoFamily(ModelFamily):
     supports_demonstrations = True
     recipe = "openflamingo-3b-bvpi.yaml"
     recipe_trains_in_fp32 = True
+    # CLIP's layers, the MPT blocks (each with its gated cross-attention) and the perceiver. The
+    # model's `_no_split_modules` (gathered from CLIP's) names CLIP text embeddings this model
+    # does not have, which stops accelerate, and leaves the perceiver out.
+    fsdp_wrap_classes = ("CLIPEncoderLayer", "FlamingoDecoderBlock", "PerceiverResampler")
     bench_archs: ClassVar[dict[str, str]] = {"real": "openflamingo-3b", "tiny": "openflamingo-tiny"}
 
     # ----------------------------------------------------------------------------- loading
@@ -307,14 +311,22 @@ class FlamingoFamily(ModelFamily):
     ) -> dict[str, torch.Tensor]:
         import torch
 
-        image_counts = sorted({f["vision_x"].shape[0] for f in features})
-        if len(image_counts) != 1:
-            raise ValueError(
-                f"a Flamingo batch needs the same number of images per example, got {image_counts}"
+        # Rows with fewer images (no demonstrations beside few-shot rows) get zero images after
+        # their own: a text token attends only to the image its `<image>` count reaches, so no
+        # token ever sees the padding.
+        most = max(f["vision_x"].shape[0] for f in features)
+        padded = [
+            torch.cat(
+                [
+                    f["vision_x"],
+                    f["vision_x"].new_zeros(
+                        most - f["vision_x"].shape[0], *f["vision_x"].shape[1:]
+                    ),
+                ]
             )
-        return {
-            "vision_x": torch.stack([f["vision_x"] for f in features])
-        }  # (B, T_img, 1, 3, H, W)
+            for f in features
+        ]
+        return {"vision_x": torch.stack(padded)}  # (B, T_img, 1, 3, H, W)
 
     def stop_token_ids(self, processor: FlamingoProcessor) -> list[int]:
         return [processor.endofchunk_token_id]

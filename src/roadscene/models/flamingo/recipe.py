@@ -15,7 +15,7 @@ class FlamingoTrainingSection(BaseModel):
     """OpenFlamingo fine-tuning: the perceiver, the gated cross-attention layers and the rows of
     `<|endofchunk|>` and `<image>` in the embedding train; everything else stays frozen."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     gate_lr_multiplier: float = Field(
         50.0, gt=0, description="Learning rate of the tanh gates = learning_rate × this."

@@ -127,11 +127,16 @@ def save_tiny_flamingo(
     **sizes: int,
 ) -> Path:
     """Write a loadable tiny Flamingo folder (safetensors, config, tokenizer, image processor)."""
-    from roadscene.io import atomic_dir
+    from roadscene.io import atomic_dir, write_json
+    from roadscene.models.base import TINY_MARKER, is_model_output
 
     out_dir = Path(out_dir)
     model, processor = build_tiny_flamingo(seed=seed, gate_init=gate_init, corpus=corpus, **sizes)
-    with atomic_dir(out_dir) as staging:
+    with atomic_dir(out_dir, ours=is_model_output, what="a model folder") as staging:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
+        write_json(
+            staging / TINY_MARKER,
+            {"family": "flamingo", "seed": seed, "gate_init": gate_init, **sizes},
+        )
     return out_dir
