@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -137,7 +138,12 @@ def test_dpo_resume_equals_uninterrupted(sft_run: Path, synth_dir: Path, tmp_pat
     assert [p.name for p in (tmp_path / "b").glob("checkpoint-*")] == ["checkpoint-3"]
     with pytest.raises(InputError, match="--resume"):
         run_training(interrupted)
+    # a newer checkpoint the kill cut short (no trainer_state.json): resume falls back past it
+    torn = tmp_path / "b" / "checkpoint-4"
+    shutil.copytree(tmp_path / "b" / "checkpoint-3", torn)
+    (torn / "trainer_state.json").unlink()
     resumed = run_training(interrupted, resume=True)
+    assert (tmp_path / "b" / "incomplete-checkpoint-4").is_dir()
 
     a = load_file(straight.model_dir / "adapter_model.safetensors")
     b = load_file(resumed.model_dir / "adapter_model.safetensors")
@@ -151,6 +157,33 @@ def test_dpo_resume_equals_uninterrupted(sft_run: Path, synth_dir: Path, tmp_pat
         for run in (tmp_path / "a", tmp_path / "b")
     }
     assert losses[tmp_path / "a"] == pytest.approx(losses[tmp_path / "b"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_dpo_stops_on_a_nan_loss_naming_the_step(
+    sft_run: Path, synth_dir: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("trl")
+    more = ("train.learning_rate=1e30", "train.max_grad_norm=1e30", "train.max_steps=5",
+            "data.eval_split=null", "generation_eval.enabled=false")  # fmt: skip
+    config = load_config(DPO_RECIPE, dpo_overrides(sft_run, synth_dir, tmp_path / "run", *more))
+    with pytest.raises(
+        InputError, match=r"training stopped at step [1-5]: the training loss became (nan|inf)"
+    ):
+        run_training(config)
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_dpo_checks_its_run_folder_before_loading(sft_run: Path, synth_dir: Path, tmp_path: Path):
+    """As for SFT: output_dir must be new, empty or a run folder; checked before any work."""
+    pytest.importorskip("trl")
+    theirs = tmp_path / "notes"
+    theirs.mkdir()
+    (theirs / "keep.txt").write_text("keep\n")
+    config = load_config(DPO_RECIPE, dpo_overrides(sft_run, synth_dir, theirs))
+    with pytest.raises(InputError, match="is not a training run folder written by roadscene"):
+        run_training(config)
+    assert [p.name for p in theirs.iterdir()] == ["keep.txt"]
 
 
 @pytest.mark.slow
@@ -221,6 +254,11 @@ def test_preference_recipe_checks() -> None:
         load_config(DPO_RECIPE, ["data.task=caption"])
     with pytest.raises(InputError, match="stage"):
         load_config(None, ["stage=ppo"])
+    # the supervised stage's inputs are refused, not silently ignored
+    with pytest.raises(InputError, match=r"data.train_file only applies with stage: sft"):
+        load_config(DPO_RECIPE, ["data.train_file=rows.jsonl"])
+    with pytest.raises(InputError, match=r"data.augment only applies with stage: sft"):
+        load_config(DPO_RECIPE, ["data.augment={hflip: 0.5}"])
     # Flamingo: the limitation is named, before anything loads.
     with pytest.raises(InputError, match="not available for the flamingo family.*fused LM head"):
         load_config(DPO_RECIPE, ["model.family=flamingo"])

@@ -293,6 +293,21 @@ class TrainConfig(_Section):
             raise ValueError(
                 f"stage dpo trains on bvpi preference pairs; data.task is '{self.data.task}'"
             )
+        # The supervised stage's training inputs: the preference stage would silently ignore them.
+        sft_only = [
+            name
+            for name, given in (
+                ("data.train_file", self.data.train_file is not None),
+                ("data.mix", self.data.mix is not None),
+                ("data.augment", self.data.augment.active),
+            )
+            if given
+        ]
+        if sft_only:
+            raise ValueError(
+                f"{', '.join(sft_only)} only applies with stage: sft; the dpo stage trains on "
+                "dpo.train_file pairs"
+            )
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
