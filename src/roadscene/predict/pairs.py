@@ -20,7 +20,6 @@ Files (`out` = the pair file):
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,7 +32,16 @@ from roadscene.data.examples import to_example
 from roadscene.data.images import check_images
 from roadscene.data.records import ExampleRecord, load_records
 from roadscene.errors import InputError
-from roadscene.io import atomic_write, dumps_line, write_json
+from roadscene.io import (
+    atomic_write,
+    check_output,
+    dumps_line,
+    loads_json,
+    read_json,
+    read_text,
+    split_lines,
+    write_json,
+)
 from roadscene.predict.predictor import ModelCard, Predictor
 from roadscene.predict.settings import Decoding
 from roadscene.targets import GrammarOptions, ParsedResponse, parse_response
@@ -132,19 +140,48 @@ def report_file(out: Path) -> Path:
     return out.with_name(f"{out.stem}.report.json")
 
 
+_PAIR_KEYS = ("image", "prompt", "chosen", "rejected", "mistakes", "line")
+
+
+def _is_pair_file(path: Path) -> bool:
+    """Whether `path` is a pair file this command wrote (empty, or every line a pair row): the
+    only kind of file `--out` may replace."""
+    try:
+        rows = [loads_json(line) for line in split_lines(read_text(path))]
+    except InputError:
+        return False
+    return all(isinstance(row, dict) and all(k in row for k in _PAIR_KEYS) for row in rows)
+
+
+def _is_pair_report(path: Path) -> bool:
+    try:
+        report = read_json(path)
+    except InputError:
+        return False
+    return isinstance(report, dict) and "pairs_by_mistake" in report
+
+
+def check_outputs(out: Path) -> None:
+    """Before any work: the pair file, its samples file and its report can be written, and each
+    that exists is one this command wrote (the samples file's lines are checked when read)."""
+    check_output(out, ours=_is_pair_file, what="a pair JSONL file written by roadscene data pairs")
+    check_output(samples_file(out), what="a samples JSONL file")
+    check_output(report_file(out), ours=_is_pair_report, what="a pair report JSON file")
+
+
 def _read_samples(path: Path, settings: dict[str, Any]) -> dict[int, dict[str, Any]]:
     """Rows already sampled (data line -> row), for resuming; a torn last line is dropped.
     Samples drawn with other settings are refused (they would mix two runs)."""
-    if not path.is_file():
+    if not path.exists():
         return {}
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     *complete, tail = text.split("\n")
     done: dict[int, dict[str, Any]] = {}
     for number, line in enumerate(complete, start=1):
         try:
-            row = json.loads(line)
+            row = loads_json(line)
             done[int(row["line"])] = row
-        except (ValueError, KeyError, TypeError):
+        except (InputError, ValueError, KeyError, TypeError):
             raise InputError(
                 "not a samples file written by roadscene data pairs; choose another --out",
                 path=path,
@@ -178,6 +215,7 @@ def build_pairs(
     from tqdm.auto import tqdm
 
     data, out = Path(data), Path(out)
+    check_outputs(out)
     settings = settings or PairSettings()
     card = model.card if isinstance(model, Predictor) else model
     root = settings.image_root if settings.image_root is not None else data.parent
@@ -236,7 +274,7 @@ def build_pairs(
             {"line": line, "image": image, "reason": reason} for _, line, image, reason in bad.rows
         ],
     )
-    write_json(report_file(out), report)
+    write_json(report_file(out), report, ours=_is_pair_report, what="a pair report JSON file")
     return PairsSummary(out=out, report=report)
 
 
@@ -260,7 +298,7 @@ def _write_pairs(
     by_kind: Counter[str] = Counter()
     samples: Counter[str] = Counter()
     pairs_written = rows_with_pairs = 0
-    with atomic_write(out) as handle:
+    with atomic_write(out, ours=_is_pair_file, what="a pair JSONL file") as handle:
         for record in records:
             row = done[record.line]
             rejected: list[tuple[str, list[str]]] = []
