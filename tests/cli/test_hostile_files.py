@@ -183,6 +183,11 @@ def _commands(w: dict[str, Path], out: Path) -> dict[str, tuple[str, list]]:
         "predict --image-root": (".json", [
             "predict", "--model", w["model"], "--data", w["data"] / "bvpi_sft_test.jsonl",
             "--image-root", "{in}", "--out", out / "p.jsonl"]),
+        "data pairs --data": (".json", ["data", "pairs", "--model", w["model"], "--data", "{in}",
+                                        "--out", out / "pairs.jsonl"]),
+        "data pairs --image-root": (".json", [
+            "data", "pairs", "--model", w["model"], "--data", w["data"] / "bvpi_sft_test.jsonl",
+            "--image-root", "{in}", "--out", out / "pairs.jsonl"]),
         "describe IMAGE": (".png", ["describe", "{in}", "--model", w["model"]]),
         "train CONFIG": (".yaml", ["train", "{in}"]),
         "model tiny --corpus": (".json", ["model", "tiny", "--corpus", "{in}", "--out",
@@ -211,6 +216,8 @@ def _outputs(w: dict[str, Path]) -> dict[str, tuple[bool, list]]:
                                                 "--markdown", "{out}"]),
         "predict --out": (False, ["predict", "--model", w["model"], "--data",
                                   w["data"] / "bvpi_sft_test.jsonl", "--out", "{out}"]),
+        "data pairs --out": (False, ["data", "pairs", "--model", w["model"], "--data",
+                                     w["data"] / "bvpi_sft_test.jsonl", "--out", "{out}"]),
         "train output_dir": (True, ["train", ok / "recipe.yaml", "--set",
                                     "train.output_dir={out}"]),
         "model tiny --out": (True, ["model", "tiny", "--out", "{out}"]),

@@ -58,14 +58,6 @@ def test_bad_family_option_names_the_key(tmp_path: Path) -> None:
         load_config(RECIPE, ["family_options.gate_lr=3"])
 
 
-def test_finetune_section_is_refused_for_flamingo(
-    tiny_flamingo_dir: Path, tiny_bvpi_dir: Path, tmp_path: Path
-) -> None:
-    config = tiny_config(tiny_flamingo_dir, tiny_bvpi_dir, tmp_path / "r", "finetune.method=lora")
-    with pytest.raises(InputError, match="ignores the finetune section"):
-        run_training(config)
-
-
 @pytest.mark.slow
 def test_overfit_eight_examples_reproduces_them(
     tiny_flamingo_dir: Path, tiny_bvpi_dir: Path, tmp_path: Path

@@ -102,8 +102,14 @@ class ModelFamily(abc.ABC):
     #: Whether `encode` takes clip examples (`VisionTextExample.clip`: sampled frames with their
     #: timestamps) through the model's own video path.
     supports_clips: ClassVar[bool] = False
-    #: `finetune.method` values the family trains with (empty: its own recipe decides).
+    #: `finetune.method` values the family trains with when a recipe has a `finetune` section.
     finetune_methods: ClassVar[tuple[str, ...]] = ("lora", "qlora", "full")
+    #: Modules that train fully beside the LoRA adapters (PEFT `modules_to_save`, saved with the
+    #: adapter).
+    lora_modules_to_save: ClassVar[tuple[str, ...]] = ()
+    #: Why TRL's `DPOTrainer` cannot train this family (empty: it can); the preference stage
+    #: refuses the family with this reason.
+    preference_limitation: ClassVar[str] = ""
     #: Pydantic model validating the recipe's `family_options` section (None: takes none).
     options_model: ClassVar[type[BaseModel] | None] = None
     #: Dotted name of the vision encoder inside the model, frozen by `finetune.freeze_vision`
@@ -323,13 +329,17 @@ class ModelFamily(abc.ABC):
         options: Mapping[str, Any] | None = None,
         *,
         gradient_checkpointing: bool = False,
+        adapter: str | Path | None = None,
     ) -> Any:
         """Make the loaded model trainable as `finetune` says: PEFT LoRA / QLoRA adapters
-        (targets from `lora_targets`) or full fine-tuning. Families with their own rules (e.g.
-        only some blocks train) override this; `options` is the validated `family_options`."""
+        (targets from `lora_targets`; `adapter`: continue training that saved adapter instead)
+        or full fine-tuning. Families with their own rules (e.g. only some blocks train)
+        override this; `options` is the validated `family_options`."""
         from roadscene.models.finetune import prepare_model
 
-        return prepare_model(model, finetune, self, gradient_checkpointing=gradient_checkpointing)
+        return prepare_model(
+            model, finetune, self, gradient_checkpointing=gradient_checkpointing, adapter=adapter
+        )
 
     def create_optimizer(
         self, model: Any, *, learning_rate: float, options: Mapping[str, Any] | None = None

@@ -3,6 +3,7 @@ or full fine-tuning, as the recipe's `finetune` section says."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,7 +30,8 @@ class FinetuneSection(BaseModel):
     target_modules: list[str] | str | None = Field(
         None,
         description="LoRA targets: leaf names (e.g. [q_proj, v_proj]), 'all-linear', or null for "
-        "the family default (SmolVLM: text model q_proj/v_proj).",
+        "the family default (SmolVLM, Qwen3-VL: the language model's q_proj/v_proj; Flamingo: "
+        "the gated cross-attention).",
     )
     text_only: bool = Field(
         True, description="Restrict a list of target names to the language model."
@@ -45,9 +47,20 @@ def prepare_model(
     family: ModelFamily,
     *,
     gradient_checkpointing: bool = False,
+    adapter: str | Path | None = None,
 ) -> Any:
-    """Attach LoRA adapters (lora / qlora) or leave every weight trainable (full)."""
+    """Attach LoRA adapters (lora / qlora) or leave every weight trainable (full).
+
+    `adapter`: a saved PEFT adapter folder that continues training (its own LoRA settings
+    apply) instead of new adapters.
+    """
     if finetune.method == "full":
+        if adapter is not None:
+            raise InputError(
+                "finetune.method=full cannot continue a LoRA adapter; use lora or qlora (the "
+                "adapter keeps training), or start from a full model",
+                path=adapter,
+            )
         vision = family.vision_module_name
         if finetune.freeze_vision and vision is None:
             raise InputError(
@@ -62,7 +75,7 @@ def prepare_model(
     from roadscene.models.loading import quiet_optional_kernel_notices
 
     quiet_optional_kernel_notices()
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
     if finetune.method == "qlora":
         model = prepare_model_for_kbit_training(
@@ -70,18 +83,25 @@ def prepare_model(
             use_gradient_checkpointing=gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
+    if adapter is not None:
+        from roadscene.models.loading import loading_errors
+
+        with loading_errors(adapter):
+            return PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
     lora = LoraConfig(
         r=finetune.lora_r,
         lora_alpha=finetune.lora_alpha,
         lora_dropout=finetune.lora_dropout,
         target_modules=family.lora_targets(finetune.target_modules, text_only=finetune.text_only),
+        modules_to_save=list(family.lora_modules_to_save) or None,
         bias="none",
     )
     return get_peft_model(model, lora)
 
 
-def bnb_4bit_config() -> Any:
-    """QLoRA quantisation: 4-bit NF4 weights, double quantisation, bf16 compute."""
+def bnb_4bit_config(skip_modules: list[str] | None = None) -> Any:
+    """QLoRA quantisation: 4-bit NF4 weights, double quantisation, bf16 compute.
+    `skip_modules`: module names (prefixes, or regexes anchored at the start) kept unquantised."""
     import torch
     from transformers import BitsAndBytesConfig
 
@@ -99,4 +119,5 @@ def bnb_4bit_config() -> Any:
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=cuda_half_dtype() if torch.cuda.is_available() else torch.bfloat16,
+        llm_int8_skip_modules=skip_modules,
     )

@@ -15,7 +15,6 @@ from typing import Any
 from roadscene.data.clips import ClipSettings
 from roadscene.data.records import default_prompt
 from roadscene.errors import InputError
-from roadscene.io import read_json
 from roadscene.predict.settings import Decoding
 from roadscene.targets import GrammarOptions
 
@@ -41,7 +40,7 @@ class ModelCard:
         """Resolve a hub id, a saved full model, or a training output folder holding an adapter
         (its base model is read from the saved config / adapter config)."""
         from roadscene.models import detect_family, get_family
-        from roadscene.train.config import read_prompts, read_saved_config
+        from roadscene.train.config import adapter_base, read_prompts, read_saved_config
 
         model_path = Path(model)
         if model_path.exists() and not model_path.is_dir():
@@ -54,7 +53,7 @@ class ModelCard:
         saved = next((c for c in map(read_saved_config, run_folders) if c is not None), None)
         prompts = next((p for p in map(read_prompts, run_folders) if p), [])
         if adapter is not None and Path(adapter) == model_path:
-            base = saved.model.name_or_path if saved is not None else _adapter_base(model_path)
+            base = adapter_base(model_path)
         else:
             base = str(model)
         if family is not None:
@@ -78,19 +77,6 @@ class ModelCard:
         if self.prompts and (self.task is None or self.task == task):
             return self.prompts[0]
         return default_prompt(task)
-
-
-def _adapter_base(folder: Path) -> str:
-    try:
-        config = read_json(folder / "adapter_config.json")
-    except InputError as err:
-        raise InputError(f"adapter_config.json: {err.reason}", path=folder) from None
-    base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
-    if not isinstance(base, str) or not base:
-        raise InputError(
-            "adapter config names no base model; pass --model BASE --adapter DIR", path=folder
-        )
-    return base
 
 
 @dataclass
@@ -139,7 +125,8 @@ class Predictor:
         extra_processors: Sequence[Any] = (),
         **generation_kwargs: Any,
     ) -> list[str]:
-        """Answers for one batch of `VisionTextExample` s (answer text only). `extra_processors`
+        """Answers for one batch of `VisionTextExample` s (answer text only): one per example,
+        or with sampling `decoding.samples` per example, example by example. `extra_processors`
         run after the grammar (e.g. timing probes); `generation_kwargs` go to `model.generate`."""
         from transformers import LogitsProcessorList
 
@@ -153,9 +140,7 @@ class Predictor:
             self.model,
             self.processor,
             examples,
-            num_beams=decoding.num_beams,
-            max_new_tokens=decoding.max_new_tokens,
-            **generation_kwargs,
+            **{**decoding.generation_kwargs(), **generation_kwargs},
         )
 
     def predict(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -21,12 +21,42 @@ from roadscene.targets import GrammarOptions
 
 @dataclass(frozen=True)
 class Decoding:
-    """How one batch is decoded: greedy (`num_beams` 1) or beam search, the answer length cap,
-    and the answer grammar (None: free text)."""
+    """How one batch is decoded: greedy (`num_beams` 1), beam search, or sampling (`temperature`
+    set: `samples` answers per example, nucleus `top_p`); the answer length cap, and the answer
+    grammar (None: free text)."""
 
     num_beams: int = 1
     max_new_tokens: int = 192
     grammar: GrammarOptions | None = None
+    temperature: float | None = None
+    top_p: float = 1.0
+    samples: int = 1
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise ValueError(f"samples must be at least 1, got {self.samples}")
+        if self.temperature is None and self.samples > 1:
+            raise ValueError("several samples per example need sampling: set a temperature")
+        if self.temperature is not None and (self.temperature <= 0 or self.num_beams > 1):
+            raise ValueError("sampling needs a temperature > 0 and num_beams 1")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    def generation_kwargs(self) -> dict[str, Any]:
+        """The `generate` arguments of this decoding (besides the grammar)."""
+        kwargs: dict[str, Any] = {
+            "num_beams": self.num_beams,
+            "max_new_tokens": self.max_new_tokens,
+        }
+        if self.temperature is not None:
+            kwargs.update(
+                do_sample=True,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                top_k=0,  # the model's own distribution: no top-k cut from the generation config
+                num_return_sequences=self.samples,
+            )
+        return kwargs
 
 
 class PredictSettings(BaseModel):

@@ -1,5 +1,5 @@
-"""Trainer callbacks: generation-based field accuracy at every evaluation, and the resolved config
-written into every checkpoint."""
+"""Trainer callbacks: generation-based field accuracy and (preference stage) held-out preference
+accuracy at every evaluation, and the resolved config written into every checkpoint."""
 
 from __future__ import annotations
 
@@ -106,6 +106,34 @@ class GenerationEvalCallback(TrainerCallback):
             with open(self.log_path, "a", encoding="utf-8") as handle:
                 line = {"step": state.global_step, **scores, "samples": samples}
                 handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+            print(
+                f"step {state.global_step}: "
+                + ", ".join(f"{k.removeprefix('eval_')} {v:.3f}" for k, v in scores.items()),
+                flush=True,
+            )
+        return control
+
+
+class PreferenceEvalCallback(TrainerCallback):
+    """At every evaluation of the preference stage, score the held-out pairs under the policy:
+    add `eval_preference_accuracy` (share of pairs whose chosen answer has the higher summed
+    log-probability) and `eval_logp_margin` to the evaluation metrics and the log. (TRL's own
+    `eval_rewards/accuracies` compares log-probability *ratios* against the reference model.)"""
+
+    def __init__(self, collator: Any, *, batch_size: int) -> None:
+        self.collator = collator
+        self.batch_size = batch_size
+
+    def on_evaluate(self, args, state, control, model=None, metrics=None, **kwargs):  # noqa: ANN001
+        from roadscene.train.preference import pair_logprobs, preference_scores
+
+        if model is None or metrics is None or not len(self.collator):
+            return control
+        chosen, rejected = pair_logprobs(model, self.collator, batch_size=self.batch_size)
+        scores = {f"eval_{k}": v for k, v in preference_scores(chosen, rejected).items()}
+        metrics.update(scores)
+        state.log_history.append({**scores, "step": state.global_step})
+        if state.is_world_process_zero:
             print(
                 f"step {state.global_step}: "
                 + ", ".join(f"{k.removeprefix('eval_')} {v:.3f}" for k, v in scores.items()),

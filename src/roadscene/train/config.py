@@ -151,15 +151,78 @@ class GenerationEvalSection(_Section):
     )
 
 
-class TrainConfig(_Section):
-    """The whole recipe. Sections: model, finetune, data, train, generation_eval,
-    family_options."""
+#: TRL `DPOTrainer` loss types (`DPOConfig.loss_type`).
+PreferenceLoss = Literal[
+    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
+    "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+]  # fmt: skip
 
+
+class PreferenceSection(_Section):
+    """The preference stage (`stage: dpo`): TRL's DPOTrainer on (prompt, chosen, rejected)
+    pairs, starting from an SFT run (`model.name_or_path`)."""
+
+    beta: float = Field(
+        0.1,
+        gt=0,
+        description="How far the policy may move from the reference (the SFT model); higher "
+        "keeps it closer. For ipo it is tau.",
+    )
+    loss_type: list[PreferenceLoss] = Field(
+        default_factory=lambda: ["sigmoid"],
+        min_length=1,
+        description="TRL loss(es): sigmoid (DPO), ipo, hinge, robust, ...; several are summed "
+        "with loss_weights (e.g. [sigmoid, sft] for DPO + an SFT term on the chosen answer).",
+    )
+    loss_weights: list[float] | None = Field(
+        None, description="One weight per loss_type (null: 1 each)."
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=0.5, description="Assumed label-noise rate (robust, exo_pair losses)."
+    )
+    max_length: int | None = Field(
+        None,
+        ge=1,
+        description="Cut chosen / rejected answers so prompt + answer fit this many tokens "
+        "(null: no cut). A pair whose prompt alone (with its image tokens) reaches it is an "
+        "error, never silently cut.",
+    )
+    train_file: str | None = Field(
+        None,
+        description="Pairs trained on (null: {data_dir}/bvpi_dpo_{train_split}.jsonl); images "
+        "resolve against data.image_root like the SFT rows.",
+    )
+    eval_file: str | None = Field(
+        None,
+        description="Held-out pairs for eval loss, reward margins and preference accuracy "
+        "(null: {data_dir}/bvpi_dpo_{eval_split}.jsonl when data.eval_split is set).",
+    )
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> PreferenceSection:
+        if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_type):
+            raise ValueError(
+                f"loss_weights has {len(self.loss_weights)} values for {len(self.loss_type)} "
+                "loss_type entries"
+            )
+        return self
+
+
+class TrainConfig(_Section):
+    """The whole recipe. `stage` (sft or dpo), then sections: model, finetune, data, train,
+    generation_eval, dpo, family_options."""
+
+    stage: Literal["sft", "dpo"] = Field(
+        "sft",
+        description="sft: supervised fine-tuning on the task's answers; dpo: preference tuning "
+        "of an SFT run (model.name_or_path) on chosen / rejected pairs (the dpo section).",
+    )
     model: ModelSection = Field(default_factory=ModelSection)
     finetune: FinetuneSection = Field(default_factory=FinetuneSection)
     data: DataSection = Field(default_factory=DataSection)
     train: TrainSection = Field(default_factory=TrainSection)
     generation_eval: GenerationEvalSection = Field(default_factory=GenerationEvalSection)
+    dpo: PreferenceSection = Field(default_factory=PreferenceSection)
     family_options: dict[str, Any] = Field(
         default_factory=dict,
         description="Family-specific settings, validated by the family's `options_model`.",
@@ -170,6 +233,12 @@ class TrainConfig(_Section):
         from roadscene.models import get_family
 
         family = get_family(self.model.family)
+        if self.finetune.model_fields_set and self.finetune.method not in family.finetune_methods:
+            raise ValueError(
+                f"finetune.method '{self.finetune.method}' is not one the {family.name} family "
+                f"trains with; allowed: {', '.join(family.finetune_methods)}"
+            )
+        self._check_stage(family)
         if family.options_model is None:
             if self.family_options:
                 raise ValueError(
@@ -212,6 +281,40 @@ class TrainConfig(_Section):
             )
         return self
 
+    def _check_stage(self, family: Any) -> None:
+        if self.stage == "sft":
+            default = PreferenceSection()
+            changed = sorted(
+                k for k in self.dpo.model_fields if getattr(self.dpo, k) != getattr(default, k)
+            )
+            if changed:
+                raise ValueError(f"dpo.{', dpo.'.join(changed)} only applies with stage: dpo")
+            return
+        if family.preference_limitation:
+            raise ValueError(
+                f"stage dpo is not available for the {family.name} family: "
+                f"{family.preference_limitation}"
+            )
+        if self.data.task != "bvpi":
+            raise ValueError(
+                f"stage dpo trains on bvpi preference pairs; data.task is '{self.data.task}'"
+            )
+        # The supervised stage's training inputs: the preference stage would silently ignore them.
+        sft_only = [
+            name
+            for name, given in (
+                ("data.train_file", self.data.train_file is not None),
+                ("data.mix", self.data.mix is not None),
+                ("data.augment", self.data.augment.active),
+            )
+            if given
+        ]
+        if sft_only:
+            raise ValueError(
+                f"{', '.join(sft_only)} only applies with stage: sft; the dpo stage trains on "
+                "dpo.train_file pairs"
+            )
+
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
@@ -227,6 +330,11 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     return f"{source}: '{where}': {message}" if where else f"{source}: {message}"
 
 
+#: Top-level fields of a recipe that are plain values, not sections (`stage: dpo`).
+_TOP_LEVEL_FIELDS = ("stage",)
+_SECTIONS = tuple(name for name in TrainConfig.model_fields if name not in _TOP_LEVEL_FIELDS)
+
+
 def _allowed_keys(section: str | None) -> list[str]:
     if section is None:
         return list(TrainConfig.model_fields)
@@ -240,16 +348,18 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         raise InputError(f"override '{item}' is not key=value (e.g. train.learning_rate=1e-4)")
     key, raw = item.split("=", 1)
     parts = key.strip().split(".")
-    if len(parts) != 2 or parts[0] not in TrainConfig.model_fields:
+    top_level = len(parts) == 1 and parts[0] in _TOP_LEVEL_FIELDS
+    if not top_level and (len(parts) != 2 or parts[0] not in _SECTIONS):
         raise InputError(
             f"override key '{key}' must be section.field with section one of "
-            f"{', '.join(TrainConfig.model_fields)}"
+            f"{', '.join(_SECTIONS)} (or one of {', '.join(_TOP_LEVEL_FIELDS)})"
         )
-    section, name = parts
-    if section != "family_options" and name not in _allowed_keys(section):
-        raise InputError(
-            f"unknown key '{key}'; keys of '{section}': {', '.join(_allowed_keys(section))}"
-        )
+    if not top_level:
+        section, name = parts
+        if section != "family_options" and name not in _allowed_keys(section):
+            raise InputError(
+                f"unknown key '{key}'; keys of '{section}': {', '.join(_allowed_keys(section))}"
+            )
     try:
         value = loads_yaml(raw) if raw.strip() else ""
     except InputError as err:
@@ -273,13 +383,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         for section in loaded:
             if section not in TrainConfig.model_fields:
                 raise InputError(
-                    f"unknown section {excerpt(section)}; allowed: "
-                    f"{', '.join(TrainConfig.model_fields)}",
+                    f"unknown section {excerpt(section)}; allowed: {', '.join(_SECTIONS)} (and "
+                    f"the top-level {', '.join(_TOP_LEVEL_FIELDS)})",
                     path=path,
                 )
         raw = loaded
     for item in overrides or []:
-        (section, name), value = parse_override(item)
+        parts, value = parse_override(item)
+        if len(parts) == 1:
+            raw[parts[0]] = value
+            continue
+        section, name = parts
         raw.setdefault(section, {})
         if raw[section] is None:
             raw[section] = {}
@@ -310,6 +424,45 @@ def read_saved_config(folder: str | Path) -> TrainConfig | None:
     """The resolved config saved in a run or checkpoint folder, or None if there is none."""
     path = Path(folder) / CONFIG_FILENAME
     return load_config(path) if path.is_file() else None
+
+
+def model_start(name_or_path: str | Path) -> tuple[str, Path | None]:
+    """(base model, adapter folder or None) of a `model.name_or_path` / `--model`: a training
+    output folder holding a PEFT adapter is that adapter on its base model; anything else (a
+    hub id, a full model folder) is the model itself."""
+    folder = Path(name_or_path)
+    if not (folder / "adapter_config.json").is_file():
+        return str(name_or_path), None
+    return adapter_base(folder), folder
+
+
+def adapter_base(folder: str | Path) -> str:
+    """The base model an adapter folder was trained on: its saved config's model (followed
+    through earlier adapter runs it continued, e.g. SFT before DPO), else the adapter config's
+    `base_model_name_or_path`."""
+    folder = Path(folder)
+    seen = {folder.resolve()}
+    while True:
+        saved = read_saved_config(folder)
+        if saved is None:
+            break
+        start = Path(saved.model.name_or_path)
+        if not (start / "adapter_config.json").is_file():
+            return saved.model.name_or_path
+        if start.resolve() in seen:
+            raise InputError("adapter runs name each other as their base", path=folder)
+        seen.add(start.resolve())
+        folder = start
+    try:
+        config = read_json(folder / "adapter_config.json")
+    except InputError as err:
+        raise InputError(f"adapter_config.json: {err.reason}", path=folder) from None
+    base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+    if not isinstance(base, str) or not base:
+        raise InputError(
+            "adapter config names no base model; pass --model BASE --adapter DIR", path=folder
+        )
+    return base
 
 
 def save_prompts(folder: str | Path, task: str, prompts: list[str]) -> Path:

@@ -32,6 +32,7 @@ from roadscene.models.base import (
     ModelFamily,
     Quantization,
     Sizes,
+    attach_adapter,
     default_dtype,
     loading_errors,
     resolve_device,
@@ -121,7 +122,17 @@ class FlamingoFamily(ModelFamily):
         "num_latents": 16,
     }
     demo_finetune = None  # the recipe decides what trains
-    finetune_methods = ()
+    # With a `finetune` section: PEFT adapters (models/flamingo/adapters.py); without one, the
+    # published recipe.
+    finetune_methods = ("lora", "qlora")
+    lora_modules_to_save = ("perceiver",)
+    preference_limitation = (
+        "TRL's DPOTrainer scores answers with a fused LM head that calls the model's backbone "
+        "for `last_hidden_state` and its `lm_head` module, and needs a transformers "
+        "ProcessorMixin; the native Flamingo computes its logits inside its own forward (tied "
+        "to MosaicGPT's input embedding) and has its own processor, so driving it would mean "
+        "patching TRL internals"
+    )
     image_keys = ("vision_x",)
     #: The recipe's `family_options` section.
     options_model = FlamingoTrainingSection
@@ -158,25 +169,31 @@ class FlamingoFamily(ModelFamily):
                 path=source,
             )
         self.check_model_folder(source)
-        if adapter is not None:
+        if quantization not in ("none", "4bit"):
             raise InputError(
-                "the flamingo family trains its own modules, not PEFT adapters; pass the run's "
-                "output folder as --model",
-                path=adapter,
-            )
-        if quantization != "none":
-            raise InputError(
-                f"quantization '{quantization}' is not supported by the flamingo family; allowed: none",
-                field="quantization",
+                f"unknown quantization '{quantization}'; allowed: none, 4bit", field="quantization"
             )
         device = resolve_device(device)
+        kwargs: dict[str, Any] = {"dtype": dtype or default_dtype(device)}
+        if quantization == "4bit":
+            from roadscene.models.flamingo.adapters import quantization_config
+
+            kwargs["quantization_config"] = quantization_config()
+            kwargs["device_map"] = {"": device}
         with loading_errors(source):
-            model = FlamingoForConditionalGeneration.from_pretrained(
-                str(source), dtype=dtype or default_dtype(device)
-            )
+            model = FlamingoForConditionalGeneration.from_pretrained(str(source), **kwargs)
             processor = FlamingoProcessor.from_pretrained(source)
-        model.to(device).eval()
-        return LoadedModel(model=model, processor=processor, source=str(source))
+        if quantization == "none":
+            model.to(device)
+        if adapter is not None:
+            model = attach_adapter(model, adapter)
+        model.eval()
+        return LoadedModel(
+            model=model,
+            processor=processor,
+            source=str(source),
+            adapter=str(adapter) if adapter is not None else None,
+        )
 
     def build_tiny(
         self,
@@ -216,27 +233,45 @@ class FlamingoFamily(ModelFamily):
         options: Mapping[str, Any] | None = None,
         *,
         gradient_checkpointing: bool = False,
+        adapter: str | Path | None = None,
     ) -> Any:
-        """Freeze all but the perceiver, the gated cross-attention and the two new token rows
-        (the `finetune` section does not apply: the Flamingo recipe fixes what trains)."""
+        """Without a `finetune` section, the published recipe: freeze all but the perceiver, the
+        gated cross-attention and the two new token rows. With one (lora / qlora): PEFT
+        adapters on the cross-attention, the perceiver training fully beside them
+        (`roadscene.models.flamingo.adapters`)."""
         import torch
 
         from roadscene.models.flamingo.training import prepare_for_training
 
-        if finetune.model_fields_set:
-            raise InputError(
-                "the flamingo family ignores the finetune section (it always trains the "
-                "perceiver, the gated cross-attention and the two new token rows); remove "
-                f"finetune.{', finetune.'.join(sorted(finetune.model_fields_set))}",
-                field="finetune",
-            )
         if model.perceiver.latents.dtype != torch.float32:
             raise InputError(
                 f"Flamingo training keeps fp32 master weights (bf16 autocast on GPU), but the "
                 f"model was loaded as {model.perceiver.latents.dtype}; set model.dtype: float32",
                 field="model.dtype",
             )
-        return prepare_for_training(model, FlamingoTrainingSection.model_validate(options or {}))
+        recipe = FlamingoTrainingSection.model_validate(options or {})
+        if not finetune.model_fields_set and adapter is None:
+            return prepare_for_training(model, recipe)
+        from roadscene.models.finetune import prepare_model
+        from roadscene.models.flamingo.adapters import check_gates_open
+
+        if recipe.gate_init is not None:
+            raise InputError(
+                "family_options.gate_init changes the frozen model's gates, which an adapter "
+                "does not carry; leave it null with finetune.method lora / qlora",
+                field="family_options.gate_init",
+            )
+        check_gates_open(model)
+        return prepare_model(
+            model, finetune, self, gradient_checkpointing=gradient_checkpointing, adapter=adapter
+        )
+
+    def lora_targets(self, names: Sequence[str] | str | None, *, text_only: bool = True) -> Any:
+        """The gated cross-attention by default; leaf names are looked up inside the language
+        model's blocks (`Wqkv`, `out_proj` adapt the frozen MosaicGPT's attention)."""
+        from roadscene.models.flamingo.adapters import lora_targets
+
+        return lora_targets(names)
 
     def make_trainer(self, options: Mapping[str, Any] | None = None, **trainer_kwargs: Any) -> Any:
         """The HF Trainer subclass carrying the recipe's optimizer groups, gate regularisation

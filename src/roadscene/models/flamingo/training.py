@@ -96,9 +96,16 @@ def parameter_groups(
     ]
 
 
-def gate_penalty(model: nn.Module) -> torch.Tensor:
-    """mean over all gates of tanh(gate)²."""
-    gates = [param for name, param in model.named_parameters() if name.endswith(GATE_NAMES)]
+def gate_penalty(model: nn.Module) -> torch.Tensor | float:
+    """mean over the trainable gates of tanh(gate)² (0 when the gates are frozen, as under
+    PEFT adapters)."""
+    gates = [
+        param
+        for name, param in model.named_parameters()
+        if name.endswith(GATE_NAMES) and param.requires_grad
+    ]
+    if not gates:
+        return 0.0
     return torch.stack([gate.tanh().pow(2).sum() for gate in gates]).mean()
 
 
