@@ -162,6 +162,9 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
             rng = np.random.default_rng(corpus_rng_seed)
             scenes = [sample_motion(scene, rng) for scene in scenes]
         corpus = [DEMO_PROMPT] + [structured_target(s) for s in scenes]
+        if config.video:  # the processor's text around the frames, as often as the answers
+            clip_seconds = clips.frames / clips.fps
+            corpus += family.clip_prompt_texts(config.clip_frames, clip_seconds) * len(scenes)
         if not (config.resume and (init_dir / "config.json").is_file()):
             family.build_tiny(init_dir, corpus=corpus, seed=config.seed, sizes=config.model_sizes())
             log(f"  {config.family} from scratch in {init_dir}")

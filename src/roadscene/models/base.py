@@ -247,6 +247,12 @@ class ModelFamily(abc.ABC):
                 field="model",
             )
 
+    def clip_prompt_texts(self, frames: int, seconds: float) -> list[str]:
+        """The fixed text the family's processor writes around the frames of a clip of `frames`
+        frames spanning `seconds`, for tokenizers trained from scratch (`build_tiny`'s corpus):
+        without it, a tiny tokenizer spells that text out letter by letter. Empty: none."""
+        return []
+
     def prepare_for_clips(self, model: Any, frames: int) -> Any:
         """`model` made ready to learn or take clips of `frames` frames, before training on clips
         (and for the benchmark's clip case): nothing to add for most families; an InputError

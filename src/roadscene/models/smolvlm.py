@@ -308,6 +308,26 @@ class SmolVLMFamily(ModelFamily):
         )
         return input_ids.clone(), pixels
 
+    def clip_prompt_texts(self, frames: int, seconds: float) -> list[str]:
+        from datetime import timedelta
+
+        from num2words import num2words
+        from transformers.models.smolvlm.processing_smolvlm import (
+            DEFAULT_VIDEO_INTRO,
+            FRAME_TIMESTAMP_MESSAGE,
+        )
+
+        intro = DEFAULT_VIDEO_INTRO.format(
+            frame_count=num2words(frames), video_duration=str(timedelta(seconds=int(seconds)))
+        )
+        stamps = "".join(
+            FRAME_TIMESTAMP_MESSAGE.format(
+                timestamp=f"00:{int(i * seconds / max(frames - 1, 1)):02d}"
+            )
+            for i in range(frames)
+        )
+        return [f"User: {intro}{stamps}"]
+
     def encode(self, processor: Any, example: VisionTextExample) -> dict[str, torch.Tensor]:
         import torch
 

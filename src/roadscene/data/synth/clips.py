@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from roadscene.data.clips import Clip, ClipSettings, sample_indices
 from roadscene.data.examples import VisionTextExample
 from roadscene.data.synth.render import RenderOptions, render_scene
+from roadscene.data.synth.rendered import RenderedScenes
 from roadscene.data.synth.scenes import SceneDistribution, structured_target
 from roadscene.schema import MOTIONS, MOVING_CLASSES, SceneAnnotation
 
@@ -78,7 +79,7 @@ def render_clip(
     return [render_scene(scene, seed, options, at=frame_time(i, clip.frames)) for i in numbers]
 
 
-class RenderedClips:
+class RenderedClips(RenderedScenes):
     """A sequence of `length` freshly rendered clips as examples (prompt + structured answer
     with motion words), sampled as `settings` says (the frames a written clip would give)."""
 
@@ -97,25 +98,18 @@ class RenderedClips:
         settings: ClipSettings | None = None,
         target: Callable[[SceneAnnotation], str] = structured_target,
     ) -> None:
-        if length < 1:
-            raise ValueError(f"length must be >= 1; got {length}")
-        self.distribution = distribution
-        self.length = length
-        self.prompt = prompt
-        self.seed = seed
-        self.stream = stream
-        self.options = options or RenderOptions()
+        super().__init__(
+            distribution,
+            length=length,
+            prompt=prompt,
+            seed=seed,
+            stream=stream,
+            options=options,
+            target=target,
+        )
         self.clip = clip or ClipOptions()
         self.settings = settings or ClipSettings()
         self.indices = sample_indices(self.clip.frames, self.settings.frames)
-        self.target = target
-
-    @property
-    def prompts(self) -> list[str]:
-        return [self.prompt]
-
-    def __len__(self) -> int:
-        return self.length
 
     def scene(self, index: int) -> SceneAnnotation:
         rng = np.random.default_rng([self.seed, self.stream, index, 1])
