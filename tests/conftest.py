@@ -262,3 +262,32 @@ def png_header_only():
     decompression bomb's signature) over a few bytes of data; opening it must be refused before
     any decoding."""
     return _png_header_only
+
+
+@pytest.fixture(scope="session")
+def tiny_clips_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny `data synth --clips` folder: 6 synthetic 64 px WebM clips of 8 frames at 4 fps
+    (2 s; close people, bicycles and cars moving), with bvpi_sft_{train,val,test}.jsonl rows
+    naming a `video`, annotations.csv with its `motion` column."""
+    from roadscene.data.synth import (
+        ClipOptions,
+        RenderOptions,
+        SceneDistribution,
+        write_synth_dataset,
+    )
+    from roadscene.schema import MOVING_CLASSES
+
+    out = tmp_path_factory.mktemp("tiny_clips") / "synth"
+    distribution = SceneDistribution.builtin().with_object_rate(0.9, MOVING_CLASSES)
+    write_synth_dataset(
+        out,
+        6,
+        seed=3,
+        distribution=distribution,
+        options=RenderOptions(size=64),
+        val_fraction=0.0,
+        test_fraction=0.5,
+        context=False,
+        clips=ClipOptions(frames=8, fps=4),
+    )
+    return out

@@ -258,6 +258,13 @@ def test_bench_tiny_cpu_run_writes_the_full_document(tmp_path: Path) -> None:
         for run in training["runs"]:  # both families support gradient checkpointing
             assert run["samples_per_s"] > 0, run.get("reason")
             assert run["tokens_per_s"] > run["samples_per_s"]
+    # the clip case: 8 frames through each family's video path, beside one image
+    for name, model in doc["models"].items():
+        clip = model["inference"]["clip"]
+        assert clip["frames"] == 8, name
+        assert clip["batch1"]["total_ms"] > 0
+        assert clip["vs_image"]["image_tokens"] == model["inference"]["default"]["image_tokens"]
+    assert inference["clip"]["image_tokens_per_frame"] == 4  # one 48 px tile per frame
     # LoRA: only adapter weights train; Flamingo: the recipe's set
     assert 0 < smol["training"]["parameters"]["trainable"] < smol["parameters"]["total"] / 10
 
@@ -293,3 +300,29 @@ def test_bench_bad_option_names_it_and_exits_2() -> None:
         .startswith("error: field '--arch': unknown architecture")
     )
     assert "smolvlm2-2.2b" in result.stderr
+
+
+def test_clip_tokens_at_the_real_processor_settings() -> None:
+    """bench/clip_tokens.py: a clip's image tokens beside one image's at real size (processors
+    only; the models stand on the meta device)."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "clip_tokens.py"), "--frames", "4", "8"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {row["arch"]: row for row in map(json.loads, result.stdout.splitlines())}
+    assert set(rows) == {"smolvlm2-2.2b", "qwen3-vl-2b", "openflamingo-3b"}
+    smol = rows["smolvlm2-2.2b"]
+    # one default-processor image: 17 tiles of 81 tokens; a clip frame: one 384 px tile
+    assert smol["image"]["image_tokens"] == 1377
+    assert (smol["clip_4"]["image_tokens"], smol["clip_8"]["image_tokens"]) == (324, 648)
+    qwen = rows["qwen3-vl-2b"]
+    # 512 px: 32 x 32 patches of 16 px merged 2 x 2; video frames pair up in time
+    assert qwen["image"]["image_tokens"] == 256
+    assert (qwen["clip_4"]["image_tokens"], qwen["clip_8"]["image_tokens"]) == (512, 1024)
+    flamingo = rows["openflamingo-3b"]
+    assert flamingo["clip_8"]["image_tokens"] == 1  # one <image> for the clip
+    assert flamingo["clip_8"]["cross_attended_latents"] == 8 * 64

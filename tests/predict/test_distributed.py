@@ -1,6 +1,6 @@
 """`roadscene predict --engine ray` on a private local Ray instance (2 CPUs, 2 workers, the tiny
-SmolVLM, 64 images): the same bytes as a local run, resuming an interrupted run, with a worker
-killed mid-run. One Ray instance for the module, shut down with nothing left behind.
+SmolVLM, 62 images and 2 clips): the same bytes as a local run, resuming an interrupted run, with
+a worker killed mid-run. One Ray instance for the module, shut down with nothing left behind.
 
 Each Ray run costs 10-25 s of worker start-up on a busy 2-core box, so one run checks all three."""
 
@@ -17,13 +17,14 @@ import pytest
 ray = pytest.importorskip("ray")
 
 import roadscene  # noqa: E402
+from roadscene.data.clips import ClipSettings  # noqa: E402
 from roadscene.predict import ModelCard, PredictSettings, predict_file  # noqa: E402
 from roadscene.predict.distributed import KillWorkerOnce, RaySettings, predict_file_ray  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 ROWS = 64
-SETTINGS = PredictSettings(batch_size=4, max_new_tokens=24)
+SETTINGS = PredictSettings(batch_size=4, max_new_tokens=24, clip=ClipSettings(frames=3))
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +63,12 @@ def local_ray():
 
 @pytest.fixture(scope="module")
 def scenes_64(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """64 images of different colours and a bvpi data file naming them."""
+    """64 images of different colours and a bvpi data file naming them; two rows name a
+    clip instead (data lines 39 and 64: a video of 4 of those images, a list of 3)."""
+    import numpy as np
     from PIL import Image
+
+    from roadscene.data.clips import write_video
 
     root = tmp_path_factory.mktemp("scenes_64")
     (root / "images").mkdir()
@@ -73,6 +78,12 @@ def scenes_64(tmp_path_factory: pytest.TempPathFactory) -> Path:
             colour = (index * 37 % 256, index * 91 % 256, index * 53 % 256)
             Image.new("RGB", (64, 48), colour).save(root / "images" / f"{index}.png")
             row = {"image": f"images/{index}.png", "prompt": "Describe the scene.", "response": answer}  # fmt: skip
+            if index == 38:
+                frames = [np.asarray(Image.open(root / "images" / f"{i}.png")) for i in range(4)]
+                write_video(root / "images" / "clip.webm", frames, fps=2)
+                row = {"video": "images/clip.webm", "prompt": "Describe the scene.", "response": answer}  # fmt: skip
+            elif index == ROWS - 1:
+                row = {"frames": [f"images/{i}.png" for i in (5, 6, 7)], "fps": 2, "prompt": "Describe the scene.", "response": answer}  # fmt: skip
             handle.write(json.dumps(row) + "\n")
     return root / "bvpi_sft_test.jsonl"
 

@@ -67,6 +67,9 @@ class GpuBenchSettings(BaseModel):
     repeats: int = Field(3, ge=1, description="Timed repetitions of each batch-1 measurement.")
     batched_repeats: int = Field(2, ge=1, description="Timed repetitions of each batched run.")
     structured: bool = Field(True, description="Measure grammar-constrained decoding too.")
+    clip_frames: int = Field(
+        8, ge=0, le=64, description="Frames of the clip case (families taking clips); 0: none."
+    )
     training: bool = Field(True, description="Measure training steps.")
     bandwidth_mib: int | None = Field(
         None, ge=1, description="Copy size of the bandwidth test (default 2048 on CUDA, 64 on CPU)."

@@ -1,13 +1,16 @@
 """Inference measurements through `Predictor.generate_batch` (the `roadscene predict` path):
 batch-1 latency split into preprocessing, image encoding + prefill and decode, batched
-throughput, each image-processor setting the family declares, and the grammar-constrained
-(`--structured`) time ratio. Every time comes with its lower bound from the measured limits."""
+throughput, each image-processor setting the family declares, the grammar-constrained
+(`--structured`) time ratio, and for families that take clips a clip of N frames beside one
+image (tokens and batch-1 time). Every time comes with its lower bound from the measured
+limits."""
 
 from __future__ import annotations
 
 import gc
 import statistics
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -253,6 +256,37 @@ def measure_structured(
     return results
 
 
+def measure_clip(subject: Subject, settings: GpuBenchSettings, prompt: str) -> dict[str, Any]:
+    """One clip of `settings.clip_frames` frames through the family's video path at batch 1:
+    its tokens (per frame too) and time, beside one image's (the default processor)."""
+    frames = settings.clip_frames
+    model = subject.family.prepare_for_clips(subject.model, frames)
+    subject = replace(subject, built=replace(subject.built, model=model))
+    [example] = subject.clip_examples(1, frames, prompt=prompt)
+    features = subject.family.encode(subject.processor, example)
+    shape = subject.sequence_shape(features)
+    run = timed_generation(
+        subject, subject.processor, [example], max_new_tokens=settings.new_tokens, forced=True,
+        warmup=settings.warmup, repeats=settings.repeats,
+    )  # fmt: skip
+    image_tokens = subject.image_tokens(features, clip=True)
+    return {
+        "frames": frames,
+        "frame_size": subject.image_size,
+        "prompt_tokens": shape.tokens,
+        "image_tokens": image_tokens,
+        "image_tokens_per_frame": image_tokens / frames,
+        "batch1": {
+            "preprocess_ms": _ms(run.preprocess),
+            "encode_prefill_ms": _ms(run.encode_prefill),
+            "decode_ms_per_token": _ms(run.decode_per_token),
+            "total_ms": _ms(run.seconds),
+            "new_tokens": settings.new_tokens,
+            "peak_memory_bytes": run.peak_bytes,
+        },
+    }
+
+
 def measure_inference(
     subject: Subject, limits: DeviceLimits, settings: GpuBenchSettings
 ) -> dict[str, Any]:
@@ -277,4 +311,14 @@ def measure_inference(
         out["structured"] = measure_structured(subject, subject.processor, settings, DEFAULT_PROMPT)
     else:
         out["structured"] = {"ratio": None, "reason": "not requested (--no-structured)"}
+    if subject.family.supports_clips and settings.clip_frames:
+        clip = measure_clip(subject, settings, DEFAULT_PROMPT)
+        image = out["default"]
+        clip["vs_image"] = {
+            "image_tokens": image["image_tokens"],
+            "prompt_tokens": image["prompt_tokens"],
+            "total_ms": image["batch1"]["total_ms"],
+            "encode_prefill_ms": image["batch1"]["encode_prefill_ms"],
+        }
+        out["clip"] = clip
     return out

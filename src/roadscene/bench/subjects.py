@@ -67,11 +67,39 @@ class Subject:
             for index in range(count)
         ]
 
+    def clip_examples(
+        self, count: int, frames: int, *, prompt: str, fps: float = 8.0
+    ) -> list[VisionTextExample]:
+        """`count` clips of `frames` noise frames, sampled evenly from 2 s at `fps`."""
+        from roadscene.data.clips import Clip, sample_indices
+
+        total = round(2 * fps)
+        indices = tuple(sample_indices(total, frames))
+        return [
+            VisionTextExample(
+                images=[],
+                clip=Clip(
+                    frames=tuple(
+                        bench_image(self.image_size, seed=1000 * index + i) for i in range(frames)
+                    ),
+                    timestamps=tuple(i / fps for i in indices),
+                    indices=indices,
+                    fps=fps,
+                    total_frames=total,
+                ),
+                prompt=prompt,
+                image_ref=f"bench-clip-{index}.webm",
+            )
+            for index in range(count)
+        ]
+
     def sequence_shape(self, features: dict[str, torch.Tensor]) -> SequenceShape:
         return self.family.sequence_shape(features)
 
-    def image_tokens(self, features: dict[str, torch.Tensor]) -> int:
-        return int((features["input_ids"] == self.built.image_token_id).sum())
+    def image_tokens(self, features: dict[str, torch.Tensor], *, clip: bool = False) -> int:
+        token = self.built.clip_token_id if clip else None
+        token = self.built.image_token_id if token is None else token
+        return int((features["input_ids"] == token).sum())
 
     def with_processor(self, processor: Any) -> Subject:
         return replace(self, built=replace(self.built, processor=processor))

@@ -1,5 +1,7 @@
-"""`roadscene describe IMAGE... --model ...`: the structured answer, its navigation cue and the
-caption for each image, with latency; optionally spoken (espeak-ng) or saved as a WAV file."""
+"""`roadscene describe IMAGE|CLIP|FOLDER... --model ...`: the structured answer, its navigation cue
+and the caption for each image, or for each window of a clip (a video or a folder of frames), with
+latency; optionally spoken (espeak-ng) or saved as a WAV file. A clip's cue is said only when it
+changes (a new action, a higher urgency, something starting to approach)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,11 @@ import typer
 
 
 def describe(
-    images: list[Path] = typer.Argument(..., help="Image files to describe."),
+    images: list[Path] = typer.Argument(
+        ...,
+        help="Images, videos (.mp4, .webm, ...) or folders of frame images to describe; a clip "
+        "gets one answer per window.",
+    ),
     model: str = typer.Option(
         ..., "--model", help="Hub id, saved model folder, or a training output (adapter) folder."
     ),
@@ -32,9 +38,28 @@ def describe(
         False, "--relation-from-fields", help="Allow only the relation the fields' rule derives."
     ),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: auto)."),
+    window_seconds: float = typer.Option(
+        2.0,
+        "--window-seconds",
+        min=0.05,
+        help="Clips: one answer per window of this many seconds (match the training clips').",
+    ),
+    fps: float = typer.Option(
+        1.0, "--fps", min=0.01, help="Folders of frames: frames per second (default 1)."
+    ),
+    clip_frames: int | None = typer.Option(
+        None,
+        "--clip-frames",
+        min=1,
+        max=64,
+        help="Clips: frames per window (default: as the model was trained, else 8).",
+    ),
 ) -> None:
-    """Describe street images for a blind pedestrian: cue, fields, nearby objects, caption."""
+    """Describe street images or clips for a blind pedestrian: cue, fields, nearby objects,
+    caption."""
+    from roadscene.data.clips import read_timeline
     from roadscene.data.images import open_image
+    from roadscene.data.windows import VIDEO_SUFFIXES, folder_frames
     from roadscene.errors import InputError
     from roadscene.io import check_output, dumps_line
     from roadscene.predict import ModelCard
@@ -56,9 +81,14 @@ def describe(
     if wav is not None:
         check_output(wav, ours=is_wav_file, what="a WAV file")
 
-    # Then the images: a missing or unreadable one is reported before the model is looked up.
+    # Then the inputs: a missing or unreadable one is reported before the model is looked up.
     for image in images:
-        open_image(image)
+        if image.is_dir():
+            folder_frames(image)
+        elif image.suffix.lower() in VIDEO_SUFFIXES:
+            read_timeline(image)
+        else:
+            open_image(image)
     cues: list[str] = []
     for description in describe_images(
         images,
@@ -67,12 +97,18 @@ def describe(
         max_new_tokens=max_new_tokens,
         relation_from_fields=relation_from_fields,
         device=device,
+        window_s=window_seconds,
+        fps=fps,
+        clip_frames=clip_frames,
+        notes=lambda note: typer.echo(f"note: {note}", err=True),
     ):
-        cues.append(description.cue.text)
         if as_json:
             typer.echo(dumps_line(description.to_dict()))
         else:
             typer.echo(description.to_text())
+        if not description.spoken:
+            continue  # a clip's cue repeated from the window before
+        cues.append(description.cue.text)
         if speak:
             say(description.cue.text, voice=voice)
     if wav is not None:

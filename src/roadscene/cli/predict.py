@@ -60,6 +60,14 @@ def predict(
         help="random, or similar: nearest training images by CLIP embedding (RICES).",
     ),
     shot_seed: int = typer.Option(0, "--shot-seed", help="Seed of the random shot selection."),
+    clip_frames: int | None = typer.Option(
+        None,
+        "--clip-frames",
+        min=1,
+        max=64,
+        help="Rows naming a video or frames: frames sampled per clip (default: as the model "
+        "was trained, else 8).",
+    ),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: auto)."),
     engine: str = typer.Option(
         "local", "--engine", help="local: this process; ray: workers on a Ray cluster."
@@ -116,6 +124,11 @@ def predict(
         shot_seed=shot_seed,
     )
     card = ModelCard.read(model, adapter, family)
+    if clip_frames is not None:
+        from roadscene.data.clips import ClipSettings
+
+        seen = card.clip.seen if card.clip is not None else "all"
+        settings = settings.model_copy(update={"clip": ClipSettings(frames=clip_frames, seen=seen)})
     if engine == "ray":
         # Ray is imported only here: a local run never needs it.
         from roadscene.predict.distributed import RaySettings, predict_file_ray
@@ -137,6 +150,6 @@ def predict(
             err=True,
         )
     if summary.skipped_bad_images:
-        typer.echo(f"skipped {len(summary.skipped_bad_images)} rows with bad images:")
+        typer.echo(f"skipped {len(summary.skipped_bad_images)} rows with bad images or clips:")
         for line, image, reason in summary.skipped_bad_images:
             typer.echo(f"  line {line}: {image}: {reason}")

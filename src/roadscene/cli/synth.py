@@ -45,17 +45,37 @@ def synth(
             "bvpi_sft_test_NAME.jsonl per condition.",
         ),
     ] = "",
+    clips: Annotated[
+        bool,
+        typer.Option(
+            help="Write short clips (clips/clip_NNNNNN.webm: walking forward, close people, "
+            "bicycles and cars approaching, moving away, crossing or standing still) instead "
+            "of images; answers name the motions."
+        ),
+    ] = False,
+    clip_frames: Annotated[int, typer.Option(min=2, max=120, help="Frames per clip.")] = 16,
+    fps: Annotated[int, typer.Option(min=1, max=60, help="Clip frame rate.")] = 8,
+    moving_rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Share of scenes with at least one close person, bicycle or car (default: as "
+            "the distribution has it, about 0.17)."
+        ),
+    ] = None,
 ) -> None:
-    """Render synthetic street scenes with annotations and the files `data build` writes."""
+    """Render synthetic street scenes (or clips) with annotations and the files `data build`
+    writes."""
     from rich.console import Console
     from rich.progress import Progress
 
     from roadscene.data.synth import (
+        ClipOptions,
         RenderOptions,
         SceneDistribution,
         write_synth_dataset,
     )
     from roadscene.errors import InputError
+    from roadscene.schema import MOVING_CLASSES
 
     if like is not None:
         distribution = SceneDistribution.from_annotations(like)
@@ -69,6 +89,14 @@ def synth(
         except ValueError as err:
             raise InputError(str(err), field="object_rate") from None
         source += f", object rate {object_rate}"
+    if moving_rate is not None:
+        try:
+            distribution = distribution.with_object_rate(moving_rate, MOVING_CLASSES)
+        except ValueError as err:
+            raise InputError(
+                str(err).replace("object rate", "moving rate"), field="moving_rate"
+            ) from None
+        source += f", moving rate {moving_rate}"
     with Progress(console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("rendering", total=n)
         result = write_synth_dataset(
@@ -83,9 +111,11 @@ def synth(
             source=source,
             progress=lambda k: progress.advance(task, k),
             conditions=[c.strip() for c in conditions.split(",") if c.strip()],
+            clips=ClipOptions(frames=clip_frames, fps=fps) if clips else None,
         )
     counts = ", ".join(f"{split} {count}" for split, count in result.counts.items())
-    Console(highlight=False).print(f"wrote {n} synthetic scenes to {out} ({counts}); {source}")
+    what = f"clips of {clip_frames} frames at {fps} fps" if clips else "scenes"
+    Console(highlight=False).print(f"wrote {n} synthetic {what} to {out} ({counts}); {source}")
     if result.report["conditions"]:
         files = ", ".join(result.report["conditions"].values())
         Console(highlight=False).print(f"test scenes under each condition: {files}")

@@ -11,7 +11,9 @@ and costs about 80 % of the whole pipeline (docs/performance.md).
 Seeding: item `index` of epoch `epoch` draws everything (which transforms fire, their
 parameters, the flip) from one generator pair seeded by `(seed, epoch, index)`, so the same
 seed gives the same pixels whatever the DataLoader order or worker. Examples are augmented
-before a family encodes them (`AugmentedExamples` wraps any sequence of examples).
+before a family encodes them (`AugmentedExamples` wraps any sequence of examples). A clip gets
+one draw for all its frames (albumentations' `images` target: the same transforms with the same
+parameters on every frame, the same flip), so augmentation never fakes motion.
 """
 
 from __future__ import annotations
@@ -294,6 +296,22 @@ class Augmenter:
         fired = [_CLASS_TRANSFORM[name] for name, _ in out.get("applied_transforms", [])]
         return Image.fromarray(out["image"]), list(dict.fromkeys(fired))
 
+    def augment_frames(
+        self, frames: Sequence[Image.Image], generators: tuple[np.random.Generator, random.Random]
+    ) -> tuple[list[Image.Image], list[str]]:
+        """A clip's frames through the pipeline with ONE draw for all of them (the same
+        transforms, the same parameters on every frame), and the transforms that fired."""
+        from PIL import Image
+
+        if not self._settings:
+            return list(frames), []
+        pixels = np.stack([np.asarray(frame.convert("RGB"), dtype=np.uint8) for frame in frames])
+        pipeline = _pipeline(self._settings, *pixels.shape[1:3])
+        pipeline.set_random_state(*generators)
+        out = pipeline(images=pixels)
+        fired = [_CLASS_TRANSFORM[name] for name, _ in out.get("applied_transforms", [])]
+        return [Image.fromarray(frame) for frame in out["images"]], list(dict.fromkeys(fired))
+
     def __call__(
         self, example: VisionTextExample, index: int, *, task: str, epoch: int = 0
     ) -> VisionTextExample:
@@ -302,13 +320,20 @@ class Augmenter:
 
         generators = item_generators(self.seed, epoch, index)
         flip = bool(generators[0].random() < self.section.hflip)
+        out = mirror_example(example, task) if flip else example
+        if example.clip is not None:
+            frames = list(example.clip.frames)
+            if flip:
+                frames = [ImageOps.mirror(frame) for frame in frames]
+            frames, fired = self.augment_frames(frames, generators)
+            meta = {**out.meta, "augment": {"hflip": flip, "transforms": fired}}
+            return replace(out, clip=example.clip.with_frames(frames), meta=meta)
         images = [ImageOps.mirror(image) for image in example.images] if flip else example.images
         augmented, fired = [], []
         for image in images:
             image, names = self.augment_image(image, generators)
             augmented.append(image)
             fired += names
-        out = mirror_example(example, task) if flip else example
         meta = {**out.meta, "augment": {"hflip": flip, "transforms": fired}}
         return replace(out, images=augmented, meta=meta)
 

@@ -37,6 +37,12 @@ def message_row(record: ExampleRecord, image: str) -> dict[str, Any]:
 def _records(task: str, data: Path, image_root: Path | None) -> list[ExampleRecord]:
     records = load_records(task, data, image_root if image_root is not None else data.parent)
     for record in records:
+        if record.clip is not None:
+            raise InputError(
+                f"the conversational format holds one image per row; this row names a "
+                f"{record.clip.kind} clip (row {data}:{record.line})",
+                path=record.image_path,
+            )
         if not record.image_path.is_file():
             raise InputError(f"image not found (row {data}:{record.line})", path=record.image_path)
     return records

@@ -160,16 +160,23 @@ def open_image_bytes(
 def check_images(
     records: list[ExampleRecord], on_bad_image: OnBadImage
 ) -> tuple[list[ExampleRecord], BadImages]:
-    """Open every image once up front so a bad one fails before any model work starts."""
+    """Open every image (and clip) once up front so a bad one fails before any model work
+    starts. Also takes preference pairs (`PairRecord`: an image, never a clip)."""
     kept: list[ExampleRecord] = []
     bad = BadImages()
     for record in records:
+        clip = getattr(record, "clip", None)
         try:
-            open_image(record.image_path, source=record.source, line=record.line)
+            if clip is not None:
+                clip.open(source=record.source, line=record.line)
+            else:
+                open_image(record.image_path, source=record.source, line=record.line)
         except InputError as err:
             if on_bad_image == "error":
                 raise
-            bad.rows.append((str(record.source), record.line, str(record.image_path), err.reason))
+            # the file at fault: for a clip, the video or the frame that failed
+            where = err.path if clip is not None and err.path else str(record.image_path)
+            bad.rows.append((str(record.source), record.line, where, err.reason))
             continue
         kept.append(record)
     return kept, bad

@@ -161,6 +161,10 @@ class MixedExamples:
         if rng.random() < self.section.few_shot_share:
             others = rng.choice(rows - 1, size=self.section.shots, replace=False)
             shots = tuple(int(i) + (i >= row) for i in others)  # never the query's own row
+            # demonstrations are still images shown before a still image: no clip takes part
+            records = self.records[source]
+            if any(records[i].clip is not None for i in (row, *shots)):
+                shots = ()
         return Draw(source, row, annotated, shots)
 
     def task_of(self, draw: Draw) -> str:

@@ -12,7 +12,12 @@ Any of them may also be read from the conversational format (`{"messages": [...]
 [...]}`, `roadscene.data.formats`): the user turn's text is the prompt, the assistant turn's
 text the answer, whatever the task; relative image paths there are relative to the file's folder.
 
-Image paths are resolved against `image_root` (absolute paths are kept).
+Instead of `image`, a row may name a clip: `video` (a video file) or `frames` (a list of frame
+images in time order, with an optional `fps`); `clip` settings say how many frames are sampled
+(`roadscene.data.clips`). Such a row's `image` is the video path, or its first frame's, as
+written.
+
+Image, video and frame paths are resolved against `image_root` (absolute paths are kept).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from roadscene.data.clips import ClipSettings, ClipSource
 from roadscene.data.images import resolve_image
 from roadscene.errors import InputError
 from roadscene.io import read_records
@@ -51,6 +57,17 @@ class ExampleRecord:
     meta: dict[str, Any] = field(default_factory=dict)
     #: whether the prompt came from the row (False: the task's or the model's default prompt)
     prompt_given: bool = True
+    #: the row's clip (a video or frame list) when it names one instead of an image
+    clip: ClipSource | None = None
+
+    def reference(self) -> dict[str, Any]:
+        """How output lines name the row's input: `image`, plus `video` or `frames` for a clip
+        (as written in the data file)."""
+        if self.clip is None:
+            return {"image": self.image}
+        if self.clip.kind == "video":
+            return {"image": self.image, "video": self.clip.refs[0]}
+        return {"image": self.image, "frames": list(self.clip.refs)}
 
 
 def task_file(task: str, split: str, data_dir: str | Path) -> Path:
@@ -70,6 +87,61 @@ def detect_task(rows: list[tuple[int, dict[str, Any]]]) -> str:
     if "caption" in first and "response" not in first:
         return "caption"
     return "bvpi"
+
+
+CLIP_KEYS: tuple[str, ...] = ("video", "frames")
+
+
+def row_media(
+    row: dict[str, Any], path: Path, line: int, image_root: str | Path, clip: ClipSettings
+) -> tuple[str, Path, ClipSource | None]:
+    """(reference, resolved path, clip) of a row: its `image`, or its `video` / `frames`."""
+    named = [key for key in ("image", "image_path", *CLIP_KEYS) if row.get(key) is not None]
+    if len(named) > 1 and set(named) & set(CLIP_KEYS):
+        raise InputError(
+            f"a row names one of image, video or frames; this one has {', '.join(named)}",
+            path=path,
+            line=line,
+            field=named[-1],
+        )
+    if "video" in named:
+        video = row["video"]
+        if not isinstance(video, str) or not video:
+            raise InputError(
+                "'video' must be a non-empty path", path=path, line=line, field="video"
+            )
+        resolved = resolve_image(video, image_root)
+        return video, resolved, ClipSource("video", (video,), (resolved,), clip)
+    if "frames" in named:
+        frames = row["frames"]
+        if (
+            not isinstance(frames, list)
+            or not frames
+            or not all(isinstance(f, str) and f for f in frames)
+        ):
+            raise InputError(
+                "'frames' must be a non-empty list of image paths",
+                path=path,
+                line=line,
+                field="frames",
+            )
+        fps = row.get("fps")
+        if fps is not None and (
+            isinstance(fps, bool) or not isinstance(fps, int | float) or fps <= 0
+        ):
+            raise InputError("'fps' must be a positive number", path=path, line=line, field="fps")
+        paths = tuple(resolve_image(f, image_root) for f in frames)
+        source = ClipSource("frames", tuple(frames), paths, clip, float(fps) if fps else None)
+        return frames[0], paths[0], source
+    image = row.get("image", row.get("image_path"))
+    if not isinstance(image, str) or not image:
+        raise InputError(
+            "missing or non-string 'image' (or a 'video' / 'frames' clip)",
+            path=path,
+            line=line,
+            field="image",
+        )
+    return image, resolve_image(image, image_root), None
 
 
 def _require(record: dict[str, Any], key: str, path: Path, line: int) -> str:
@@ -101,12 +173,15 @@ def load_records(
     limit: int | None = None,
     require_answer: bool = True,
     prompt: str | None = None,
+    clip: ClipSettings | None = None,
 ) -> list[ExampleRecord]:
     """Rows of a task file as records (answers required for training, optional for predict).
 
     `prompt` is used for rows without a `prompt` of their own (default: the task's prompt); a
-    model trained on another prompt passes its own here.
+    model trained on another prompt passes its own here. `clip` says how rows naming a `video`
+    or `frames` are sampled (default: `ClipSettings()`, 8 frames).
     """
+    clip = clip or ClipSettings()
     if task not in TASKS:
         raise InputError(f"unknown task '{task}'; allowed: {', '.join(TASKS)}", field="task")
     file = Path(file)
@@ -118,9 +193,7 @@ def load_records(
             if limit is not None and len(records) >= limit:
                 break
             continue
-        image = row.get("image", row.get("image_path"))
-        if not isinstance(image, str) or not image:
-            raise InputError("missing or non-string 'image'", path=file, line=line, field="image")
+        image, image_path, clip_source = row_media(row, file, line, image_root, clip)
         row_prompt = row.get("prompt") if isinstance(row.get("prompt"), str) else None
         if task == "caption":
             answer = row.get("caption", row.get("target"))
@@ -134,11 +207,11 @@ def load_records(
             response = _require(row, "response", file, line)
             annotation, answer = annotation_json(response)
             row_prompt = ANNOTATED_PROMPT.format(annotation=annotation)
-        meta = {k: v for k, v in row.items() if k not in {"image", "prompt"}}
+        meta = {k: v for k, v in row.items() if k not in {"image", "prompt", *CLIP_KEYS}}
         records.append(
             ExampleRecord(
                 image=image,
-                image_path=resolve_image(image, image_root),
+                image_path=image_path,
                 prompt=row_prompt if row_prompt is not None else fallback,
                 answer=answer if isinstance(answer, str) else None,
                 source=file,
@@ -146,6 +219,7 @@ def load_records(
                 meta=meta,
                 # the annotated task's prompt is derived from the row, not a question of its own
                 prompt_given=row_prompt is not None and task != "annotated",
+                clip=clip_source,
             )
         )
         if limit is not None and len(records) >= limit:

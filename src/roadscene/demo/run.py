@@ -12,6 +12,11 @@
    report folders (`roadscene.report`), `gallery.html`, the demo's `report.md` and a summary
    table in the terminal.
 
+With `video` the same five stages work on short synthetic clips (`roadscene.data.synth.clips`):
+WebM clips on disk, freshly rendered clips for training, a model that sees `clip_frames` frames
+of each (or, as the control, only the last: `frames_seen`), and the motion of close people,
+bicycles and cars scored beside the usual figures.
+
 Every stage uses the project's public machinery; nothing here is a private copy of it.
 """
 
@@ -23,9 +28,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from roadscene.data.clips import ClipSettings
 from roadscene.demo.config import (
-    BAR,
     DEMO_PROMPT,
+    MOTION_CONTROL_MARGIN,
     SUMMARY_FILE,
     DemoConfig,
     DemoResult,
@@ -84,11 +90,15 @@ def _rich_print(message: str) -> None:
 
 def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> DemoResult:
     """Run the whole demo into `config.out` (see the module docstring); returns the numbers."""
+    import numpy as np
     import torch
 
     from roadscene.data.synth import (
+        ClipOptions,
+        RenderedClips,
         RenderedScenes,
         SceneDistribution,
+        sample_motion,
         sample_scenes,
         structured_target,
         write_synth_dataset,
@@ -100,6 +110,7 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
     from roadscene.models import get_family
     from roadscene.predict import ModelCard, PredictSettings, predict_file
     from roadscene.report import write_report_dir
+    from roadscene.schema import MOVING_CLASSES
     from roadscene.train.config import TrainConfig
     from roadscene.train.runner import run_training
 
@@ -114,12 +125,16 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
     family = get_family(config.family)
     steps = config.train_steps()
     test_distribution = SceneDistribution.builtin()
+    if config.video:  # enough close people, bicycles and cars to see them move
+        test_distribution = test_distribution.with_object_rate(config.moving_rate, MOVING_CLASSES)
     train_distribution = test_distribution.with_object_rate(config.object_rate)
+    clips = ClipOptions() if config.video else None
+    what = "clips" if config.video else "images"
 
     # 1. data ------------------------------------------------------------------------------
     data_dir = out / "data"
     n = config.n_train + config.n_val + config.n_test
-    with _Stage(log, seconds, "1/5 data", "rendering synthetic scenes"):
+    with _Stage(log, seconds, "1/5 data", f"rendering synthetic {what}"):
         synth = write_synth_dataset(
             data_dir,
             n,
@@ -129,10 +144,12 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
             test_fraction=config.n_test / n,
             prompt=DEMO_PROMPT,
             context=False,
-            source="built-in SENSATION-like distribution",
+            source="built-in SENSATION-like distribution"
+            + (f", moving rate {config.moving_rate}" if config.video else ""),
             conditions=config.conditions,
+            clips=clips,
         )
-        log(f"  {n} images in {data_dir} ({synth.counts})")
+        log(f"  {n} {what} in {data_dir} ({synth.counts})")
 
     # 2. model ------------------------------------------------------------------------------
     init_dir = out / "model-init"
@@ -140,9 +157,14 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
         if config.resume and (init_dir / "config.json").is_file():
             log(f"  kept {init_dir} (--resume)")
         corpus_rng_seed = config.seed + 10_000
-        corpus = [DEMO_PROMPT] + [
-            structured_target(s) for s in sample_scenes(train_distribution, 4000, corpus_rng_seed)
-        ]
+        scenes = list(sample_scenes(train_distribution, 4000, corpus_rng_seed))
+        if config.video:  # targets with motion words
+            rng = np.random.default_rng(corpus_rng_seed)
+            scenes = [sample_motion(scene, rng) for scene in scenes]
+        corpus = [DEMO_PROMPT] + [structured_target(s) for s in scenes]
+        if config.video:  # the processor's text around the frames, as often as the answers
+            clip_seconds = clips.frames / clips.fps
+            corpus += family.clip_prompt_texts(config.clip_frames, clip_seconds) * len(scenes)
         if not (config.resume and (init_dir / "config.json").is_file()):
             family.build_tiny(init_dir, corpus=corpus, seed=config.seed, sizes=config.model_sizes())
             log(f"  {config.family} from scratch in {init_dir}")
@@ -150,6 +172,7 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
     # 3. train ------------------------------------------------------------------------------
     train_dir = out / "train"
     budget = _budget_callback(config.minutes * 60.0, log)
+    clip_settings = ClipSettings(frames=config.clip_frames, seen=config.frames_seen)
     train_config = TrainConfig.model_validate(
         {
             "model": {"family": config.family, "name_or_path": str(init_dir)},
@@ -160,6 +183,7 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
                 "data_dir": str(data_dir),
                 "eval_split": None,
                 "augment": config.augment.model_dump(),
+                "clip": clip_settings.model_dump(),
             },
             "train": {
                 "output_dir": str(train_dir),
@@ -182,13 +206,24 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
         }
     )
 
-    rendered = RenderedScenes(
-        train_distribution,
-        length=steps * config.batch_size,
-        prompt=DEMO_PROMPT,
-        seed=config.seed,
+    rendered: Any = (
+        RenderedClips(
+            train_distribution,
+            length=steps * config.batch_size,
+            prompt=DEMO_PROMPT,
+            seed=config.seed,
+            clip=clips,
+            settings=clip_settings,
+        )
+        if config.video
+        else RenderedScenes(
+            train_distribution,
+            length=steps * config.batch_size,
+            prompt=DEMO_PROMPT,
+            seed=config.seed,
+        )
     )
-    with _Stage(log, seconds, "3/5 train", f"{steps} steps of {config.batch_size} fresh images"):
+    with _Stage(log, seconds, "3/5 train", f"{steps} steps of {config.batch_size} fresh {what}"):
         summary_file = train_dir / "model" / "training_summary.json"
         if config.resume and summary_file.is_file():
             log(f"  kept the trained model in {summary_file.parent} (--resume)")
@@ -208,7 +243,7 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
 
     # 4. predict ----------------------------------------------------------------------------
     predictions = out / "predictions_test.jsonl"
-    with _Stage(log, seconds, "4/5 predict", f"{config.n_test} held-out test images"):
+    with _Stage(log, seconds, "4/5 predict", f"{config.n_test} held-out test {what}"):
         result = predict_file(
             data_dir / "bvpi_sft_test.jsonl",
             predictions,
@@ -246,6 +281,10 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
         gallery = write_demo_gallery(config, data_dir, predictions, test_truth, report_dir)
 
     metrics = headline(safety.report, captions_report)
+    motion_ceiling = None
+    if config.video and config.frames_seen == "last":
+        majority = metrics.get("motion majority-class rate")
+        motion_ceiling = None if majority is None else majority + MOTION_CONTROL_MARGIN
     by_condition: dict[str, dict[str, float | None]] = {}
     if config.conditions:
         with _Stage(
@@ -264,6 +303,8 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
         steps_planned=steps,
         stopped_by_budget=budget.stopped,
         by_condition=by_condition,
+        bar=config.bar,
+        motion_ceiling=motion_ceiling,
         files={
             "report": report_dir / "report.md",
             "gallery": gallery,
@@ -279,7 +320,7 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
         "steps_done": steps_done,
         "stopped_by_budget": budget.stopped,
         "metrics": metrics,
-        "bar": BAR,
+        "bar": config.bar,
         "passes_bar": demo.passes_bar(),
         "seconds": seconds,
         "threads": config.threads,
@@ -289,6 +330,8 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
     }
     if by_condition:
         summary["conditions"] = by_condition
+    if motion_ceiling is not None:
+        summary["motion_ceiling"] = motion_ceiling
     write_json(out / SUMMARY_FILE, summary)
     write_demo_markdown(demo, config, summary, report_dir / "report.md")
     return demo
@@ -345,6 +388,7 @@ CONFIG_FILE = "demo_config.json"
 _RUN_DEFINING = {
     "family", "seed", "steps", "batch_size", "learning_rate", "warmup_steps", "object_rate",
     "n_train", "n_val", "n_test", "threads", "max_new_tokens", "sizes", "augment", "conditions",
+    "video", "clip_frames", "frames_seen", "moving_rate",
 }  # fmt: skip
 
 
@@ -373,7 +417,10 @@ def _check_out_dir(config: DemoConfig, out: Path) -> None:
         if not isinstance(saved, dict):
             raise InputError("not a demo settings file", path=saved_file)
         # settings added later: a folder written before them ran with their defaults
-        defaults = DemoConfig().model_dump(mode="json", include={"augment", "conditions"})
+        defaults = DemoConfig().model_dump(
+            mode="json",
+            include={"augment", "conditions", "video", "clip_frames", "frames_seen", "moving_rate"},
+        )
         saved = {**defaults, **saved}
         changed = sorted(k for k in current.keys() | saved.keys() if current.get(k) != saved.get(k))
         if changed:

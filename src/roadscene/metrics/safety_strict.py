@@ -4,6 +4,12 @@ Predictions are parsed with the grammar that renders the targets (`roadscene.tar
 objects are read per section (`Nearby:` vs `Far:`), as whole words, with counts and positions.
 Per-sample scoring (:func:`score_strict_sample`) is separate from corpus aggregation
 (:func:`aggregate_strict`). Missing predictions are scored as empty texts: wrong everywhere.
+
+Motion (clips): where the truth says how close objects move (`SceneAnnotation.motion` is not
+None), every close person, bicycle or car that the answer also names close is scored on its
+motion word (`static` when none is named); `motion` then appears in the report beside the
+accuracy of always answering the most frequent motion (the majority-class rate). Still-image
+truth has no motion, and the report is then what it always was.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from roadscene.metrics.stats import (
 )
 from roadscene.metrics.truth import FIELD_REPORT_NAMES, FIELDS
 from roadscene.schema import (
+    MOTIONS,
+    MOVING_CLASSES,
     OBJECT_CLASSES,
     RELATION_VALUES,
     ROAD_VALUES,
@@ -37,14 +45,23 @@ FIELD_LABELS: dict[str, tuple[str, ...]] = {
 SIDES: tuple[str, ...] = ("near", "far")
 
 
-def _object_outcome(truth_positions: list[str], mention: ObjectMention | None) -> dict[str, Any]:
+MOTION_LABELS: tuple[str, ...] = ("static", *MOTIONS)
+
+
+def _object_outcome(
+    truth_positions: list[str], mention: ObjectMention | None, motion: str | None = None
+) -> dict[str, Any]:
     """One class on one side of one image: presence, and position/count agreement when both
-    truth and prediction have it (a true positive)."""
+    truth and prediction have it (a true positive); with the truth's `motion` (a clip's close
+    moving class), the motion the answer gives it."""
     present, predicted = bool(truth_positions), mention is not None
     outcome: dict[str, Any] = {"present": present, "predicted": predicted}
     if present and predicted:
         outcome["position_correct"] = set(mention.positions) == set(truth_positions)
         outcome["count_correct"] = mention.count == len(truth_positions)
+        if motion is not None:
+            outcome["motion"] = motion
+            outcome["motion_predicted"] = mention.motion or "static"
     return outcome
 
 
@@ -58,12 +75,18 @@ def score_strict_sample(text: str, truth: SceneAnnotation) -> dict[str, Any]:
     )
     objects = {
         side: {
-            cls: _object_outcome(getattr(truth, side).get(cls, []), getattr(parsed, side).get(cls))
+            cls: _object_outcome(
+                getattr(truth, side).get(cls, []),
+                getattr(parsed, side).get(cls),
+                truth.moving(cls)
+                if side == "near" and truth.motion is not None and cls in MOVING_CLASSES
+                else None,
+            )
             for cls in OBJECT_CLASSES
         }
         for side in SIDES
     }
-    return {
+    sample = {
         "fields": fields,
         "truth": {name: getattr(truth, name) for name in FIELDS},
         "consistent": consistent,
@@ -71,6 +94,9 @@ def score_strict_sample(text: str, truth: SceneAnnotation) -> dict[str, Any]:
         "complete": parsed.complete,
         "unparsed": list(parsed.unparsed),
     }
+    if truth.motion is not None:  # a clip: its motions are scored (still images: unchanged)
+        sample["clip"] = True
+    return sample
 
 
 def _aggregate_side(samples: Sequence[Mapping[str, Any]], side: str) -> dict[str, Any]:
@@ -118,6 +144,30 @@ def _aggregate_side(samples: Sequence[Mapping[str, Any]], side: str) -> dict[str
     }
 
 
+def aggregate_motion(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Motion of the close moving objects both truth and answer name: accuracy, per-motion
+    figures and confusion, and the majority-class rate (always answering the most frequent
+    true motion); None when no truth says how anything moves (no clip)."""
+    if not any(s.get("clip") for s in samples):
+        return None
+    pairs = [
+        (o["motion"], o["motion_predicted"])
+        for s in samples
+        for o in s["objects"]["near"].values()
+        if "motion" in o
+    ]
+    truth = [t for t, _ in pairs]
+    summary = classification_summary(truth, [p for _, p in pairs], MOTION_LABELS)
+    label = majority_label(truth)
+    majority = sum(t == label for t in truth)
+    return {
+        "scored": "close person / bicycle / car named by both truth and answer",
+        **summary,
+        "majority_label": label,
+        "majority_rate": strict_rate(majority, len(truth)),
+    }
+
+
 def field_baselines(
     scenes: Sequence[SceneAnnotation], truth_values: Mapping[str, Sequence[str]]
 ) -> dict[str, Any]:
@@ -159,6 +209,9 @@ def aggregate_strict(
         "consistency": strict_rate(consistent, len(samples)),
         "objects": {side: _aggregate_side(samples, side) for side in SIDES},
     }
+    motion = aggregate_motion(samples)
+    if motion is not None:
+        result["motion"] = motion
     if baseline_scenes:
         result["baselines"] = {
             "source": "majority class of the train split",

@@ -99,6 +99,9 @@ class ModelFamily(abc.ABC):
     token_keys: ClassVar[tuple[str, ...]] = ()
     #: Whether `encode` puts `VisionTextExample.demonstrations` (few-shot) before the query.
     supports_demonstrations: ClassVar[bool] = False
+    #: Whether `encode` takes clip examples (`VisionTextExample.clip`: sampled frames with their
+    #: timestamps) through the model's own video path.
+    supports_clips: ClassVar[bool] = False
     #: `finetune.method` values the family trains with when a recipe has a `finetune` section.
     finetune_methods: ClassVar[tuple[str, ...]] = ("lora", "qlora", "full")
     #: Modules that train fully beside the LoRA adapters (PEFT `modules_to_save`, saved with the
@@ -234,6 +237,28 @@ class ModelFamily(abc.ABC):
         self, processor: Any, features: Sequence[dict[str, torch.Tensor]]
     ) -> dict[str, torch.Tensor]:
         """The image tensors of a batch from the examples' encoded features."""
+
+    def check_clips(self, model: Any, frames: int) -> None:
+        """An InputError when `model` cannot take clips of `frames` frames (families whose
+        models differ override this)."""
+        if not self.supports_clips:
+            raise InputError(
+                f"the {self.name} family does not take video clips; give it images",
+                field="model",
+            )
+
+    def clip_prompt_texts(self, frames: int, seconds: float) -> list[str]:
+        """The fixed text the family's processor writes around the frames of a clip of `frames`
+        frames spanning `seconds`, for tokenizers trained from scratch (`build_tiny`'s corpus):
+        without it, a tiny tokenizer spells that text out letter by letter. Empty: none."""
+        return []
+
+    def prepare_for_clips(self, model: Any, frames: int) -> Any:
+        """`model` made ready to learn or take clips of `frames` frames, before training on clips
+        (and for the benchmark's clip case): nothing to add for most families; an InputError
+        when the family takes no clips."""
+        self.check_clips(model, frames)
+        return model
 
     def pad_token_id(self, processor: Any) -> int:
         return getattr(processor, "tokenizer", processor).pad_token_id

@@ -90,7 +90,8 @@ class BenchModel:
     `decode_step(model, batch=, context=)` -> {"bytes", "flops"} of one decode step;
     `train_flops(model, shape)` -> FLOPs of one training step of the family's recipe on one
     sequence; `processors` are the image-processor settings measured (name -> (processor,
-    longest image edge or None)); `training` says what the recipe trains.
+    longest image edge or None)); `training` says what the recipe trains; `clip_token_id` the
+    token a clip's frames expand into (None: the image token).
     """
 
     model: nn.Module
@@ -102,3 +103,4 @@ class BenchModel:
     train_flops: Callable[..., float]
     processors: dict[str, tuple[Any, int | None]] = field(default_factory=dict)
     training: str = ""
+    clip_token_id: int | None = None

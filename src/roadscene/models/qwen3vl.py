@@ -11,7 +11,11 @@ Chat format (the Qwen3-VL Instruct template; no default system prompt): the gene
 `<|im_start|>user\\n<|vision_start|><|image_pad|><|vision_end|>{prompt}<|im_end|>\\n<|im_start|>
 assistant\\n` with `<|image_pad|>` expanded by the processor to one token per merged patch; the
 supervised answer is `{answer}<|im_end|>`, exactly what the template renders for an assistant
-turn. Tiny checkpoints use the same classes (`Qwen3VLForConditionalGeneration`,
+turn. A clip goes through the processor's own video path: `<|vision_start|><|video_pad|>
+<|vision_end|>` in the prompt and the sampled frames with their metadata (`video_metadata`,
+`do_sample_frames=False`); each pair of frames is one temporal patch group with its `<t seconds>`
+timestamp (an odd frame count repeats the last frame, as the processor does). Tiny checkpoints use
+the same classes (`Qwen3VLForConditionalGeneration`,
 `Qwen3VLProcessor` with `Qwen2VLImageProcessor`, `Qwen2Tokenizer`) and load through the base
 class's `AutoModelForImageTextToText` / `AutoProcessor` path.
 """
@@ -164,8 +168,9 @@ class Qwen3VLFamily(ModelFamily):
         "num_key_value_heads": 2,
         "vocab_size": 600,
     }
-    image_keys = ("pixel_values",)
+    image_keys = ("pixel_values", "pixel_values_videos")
     token_keys = ("mm_token_type_ids",)
+    supports_clips = True
     # Full match: only the language model's attention q/v, never the vision tower's `attn.qkv`.
     lora_target_modules = r"model\.language_model\.layers\.\d+\.self_attn\.(q_proj|v_proj)"
     vision_module_name = "model.visual"
@@ -291,8 +296,11 @@ class Qwen3VLFamily(ModelFamily):
 
     # ----------------------------------------------------------------------------- tensors
     def prompt_text(self, processor: Any, example: VisionTextExample) -> str:
-        """The chat-formatted generation prompt (`<|image_pad|>` not yet expanded)."""
+        """The chat-formatted generation prompt (`<|image_pad|>` / `<|video_pad|>` not yet
+        expanded)."""
         content: list[dict[str, str]] = [{"type": "image"} for _ in example.images]
+        if example.clip is not None:
+            content.append({"type": "video"})
         content.append({"type": "text", "text": example.prompt})
         return processor.apply_chat_template(
             [{"role": "user", "content": content}], add_generation_prompt=True
@@ -300,12 +308,19 @@ class Qwen3VLFamily(ModelFamily):
 
     def encode(self, processor: Any, example: VisionTextExample) -> dict[str, torch.Tensor]:
         """input_ids / attention_mask / mm_token_type_ids (T,), labels (T,) on `answer<|im_end|>`
-        only; pixel_values (patches, 3 * 2 * 16 * 16) and image_grid_thw (N_img, 3)."""
+        only; pixel_values (patches, 3 * 2 * 16 * 16) and image_grid_thw (N_img, 3), or for a
+        clip pixel_values_videos and video_grid_thw (1, 3)."""
         import torch
 
+        if example.images and example.clip is not None:
+            raise ValueError("an example holds images or a clip, not both")
+        clip = example.clip
         encoded = processor(
             text=[self.prompt_text(processor, example)],
             images=list(example.images) or None,
+            videos=[list(clip.frames)] if clip is not None else None,
+            video_metadata=[clip.metadata()] if clip is not None else None,
+            do_sample_frames=False,
             return_tensors="pt",
         )
         input_ids = encoded["input_ids"][0]
@@ -314,6 +329,9 @@ class Qwen3VLFamily(ModelFamily):
         if example.images:
             features["pixel_values"] = encoded["pixel_values"]  # (patches, 1536)
             features["image_grid_thw"] = encoded["image_grid_thw"]  # (N_img, 3)
+        if clip is not None:
+            features["pixel_values_videos"] = encoded["pixel_values_videos"]  # (patches, 1536)
+            features["video_grid_thw"] = encoded["video_grid_thw"]  # (1, 3)
         if example.answer is not None:
             # Exactly what the chat template renders after "<|im_start|>assistant\n" (the
             # newline after <|im_end|> belongs to the next turn and is not supervised).
@@ -331,17 +349,20 @@ class Qwen3VLFamily(ModelFamily):
     def collate_images(
         self, processor: Any, features: Sequence[dict[str, torch.Tensor]]
     ) -> dict[str, torch.Tensor]:
-        """Patches of every image of the batch, concatenated in example order, with their grids
-        (the model splits them back by `image_grid_thw`)."""
+        """Patches of every image (and clip) of the batch, concatenated in example order, with
+        their grids (the model splits them back by `image_grid_thw` / `video_grid_thw`)."""
         import torch
 
-        with_images = [f for f in features if "pixel_values" in f]
-        if not with_images:
-            return {}
-        return {
-            "pixel_values": torch.cat([f["pixel_values"] for f in with_images]),
-            "image_grid_thw": torch.cat([f["image_grid_thw"] for f in with_images]),
-        }
+        batch: dict[str, torch.Tensor] = {}
+        for pixels, grid in (
+            ("pixel_values", "image_grid_thw"),
+            ("pixel_values_videos", "video_grid_thw"),
+        ):
+            having = [f for f in features if pixels in f]
+            if having:
+                batch[pixels] = torch.cat([f[pixels] for f in having])
+                batch[grid] = torch.cat([f[grid] for f in having])
+        return batch
 
     def stop_token_ids(self, processor: Any) -> list[int]:
         tokenizer = processor.tokenizer
@@ -418,11 +439,13 @@ class Qwen3VLFamily(ModelFamily):
             decode_step=decode_step,
             train_flops=lora_train_flops,
             processors={"default": (processor, None)},
+            clip_token_id=model.config.video_token_id,
         )
 
     def sequence_shape(self, features: dict[str, torch.Tensor]) -> SequenceShape:
-        # `tiles` counts the vision encoder's inputs per image: its 16 px patches.
-        grids = features["image_grid_thw"]  # (N_img, 3)
+        # `tiles` counts the vision encoder's inputs per image: its 16 px patches (a clip is
+        # one image of all its temporal patch groups).
+        grids = features.get("image_grid_thw", features.get("video_grid_thw"))  # (N, 3)
         images = int(grids.shape[0])
         return SequenceShape(
             tokens=int(features["input_ids"].shape[0]),

@@ -11,6 +11,11 @@ Chat format (the SmolVLM2 template): the generation prompt is
 processor into `<fake_token_around_image><global-img><image>*N<fake_token_around_image>`; the
 supervised answer is ` {answer}<end_of_utterance>`, exactly what the template renders for an
 assistant turn, so training and generation see the same prompt tokens.
+
+Clips go through the processor's own video path: `<video>` in the prompt and the sampled frames
+with their metadata (`video_metadata`, `do_sample_frames=False`, so exactly those frames are
+used); the processor expands `<video>` into an intro line and one `Frame from MM:SS:` block of
+image tokens per frame. Frames are single tiles (never split).
 """
 
 from __future__ import annotations
@@ -53,12 +58,14 @@ DEFAULT_MODEL_ID = "HuggingFaceTB/SmolVLM2-2.2B-Instruct"
 END_OF_UTTERANCE = "<end_of_utterance>"
 _PROMPT_CACHE_SIZE = 4096
 
-# SmolVLM2's chat template (as shipped with the Instruct checkpoints).
+# SmolVLM2's chat template (as shipped with the Instruct checkpoints) with the `<video>` item
+# of transformers' SmolVLM processor template (images and text render the same).
 CHAT_TEMPLATE = (
     "<|im_start|>{% for message in messages %}{{message['role'] | capitalize}}"
     "{% if message['content'][0]['type'] == 'image' %}{{':'}}{% else %}{{': '}}{% endif %}"
     "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{line['text']}}"
-    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}"
+    "{% elif line['type'] == 'image' %}{{ '<image>' }}"
+    "{% elif line['type'] == 'video' %}{{ '<video>' }}{% endif %}{% endfor %}"
     "<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
 )
 
@@ -122,6 +129,7 @@ class SmolVLMFamily(ModelFamily):
         "vocab_size": 600,
     }
     image_keys = ("pixel_values",)
+    supports_clips = True
     # Full-match regex: only the language model's attention q/v projections, never the vision
     # tower's (`model.vision_model.encoder.layers.N.self_attn.q_proj` has the same leaf names).
     lora_target_modules = r".*\.text_model\..*\.(q_proj|v_proj)"
@@ -261,19 +269,75 @@ class SmolVLMFamily(ModelFamily):
 
     # ----------------------------------------------------------------------------- tensors
     def prompt_text(self, processor: Any, example: VisionTextExample) -> str:
-        """The chat-formatted generation prompt (`<image>` not yet expanded)."""
+        """The chat-formatted generation prompt (`<image>` / `<video>` not yet expanded)."""
         content: list[dict[str, str]] = [{"type": "image"} for _ in example.images]
+        if example.clip is not None:
+            content.append({"type": "video"})
         content.append({"type": "text", "text": example.prompt})
         return processor.apply_chat_template(
             [{"role": "user", "content": content}], add_generation_prompt=True
         )
 
+    def _clip_inputs(
+        self, processor: Any, example: VisionTextExample, prompt: str
+    ) -> tuple[Any, Any]:
+        """(expanded prompt ids, video processor output) of a clip example. The expanded text
+        depends only on the prompt and the clip's timing (frame count, frame numbers, rate,
+        length), so it is tokenised once per timing and reused; the pixels always go through
+        the processor's own video processor. Checked against the full processor in tests."""
+        clip = example.clip
+        assert clip is not None
+        frames, metadata = [list(clip.frames)], [clip.metadata()]
+        cache = self._prompt_ids.setdefault(processor, {})
+        key = (prompt, "clip", clip.indices, clip.fps, clip.total_frames)
+        input_ids = cache.get(key)
+        if input_ids is None:
+            encoded = processor(
+                text=[prompt],
+                videos=frames,
+                video_metadata=metadata,
+                do_sample_frames=False,
+                return_tensors="pt",
+            )
+            if len(cache) >= _PROMPT_CACHE_SIZE:
+                cache.clear()
+            cache[key] = encoded["input_ids"][0]
+            return encoded["input_ids"][0], encoded
+        pixels = processor.video_processor(
+            videos=frames, video_metadata=metadata, do_sample_frames=False, return_tensors="pt"
+        )
+        return input_ids.clone(), pixels
+
+    def clip_prompt_texts(self, frames: int, seconds: float) -> list[str]:
+        from datetime import timedelta
+
+        from num2words import num2words
+        from transformers.models.smolvlm.processing_smolvlm import (
+            DEFAULT_VIDEO_INTRO,
+            FRAME_TIMESTAMP_MESSAGE,
+        )
+
+        intro = DEFAULT_VIDEO_INTRO.format(
+            frame_count=num2words(frames), video_duration=str(timedelta(seconds=int(seconds)))
+        )
+        stamps = "".join(
+            FRAME_TIMESTAMP_MESSAGE.format(
+                timestamp=f"00:{int(i * seconds / max(frames - 1, 1)):02d}"
+            )
+            for i in range(frames)
+        )
+        return [f"User: {intro}{stamps}"]
+
     def encode(self, processor: Any, example: VisionTextExample) -> dict[str, torch.Tensor]:
         import torch
 
+        if example.images and example.clip is not None:
+            raise ValueError("an example holds images or a clip, not both")
         prompt = self.prompt_text(processor, example)
         image_processor = processor.image_processor
-        if getattr(image_processor, "do_image_splitting", True):
+        if example.clip is not None:
+            input_ids, encoded = self._clip_inputs(processor, example, prompt)
+        elif getattr(image_processor, "do_image_splitting", True):
             # Tiles per image depend on its size: the processor expands `<image>` per example.
             encoded = processor(text=[prompt], images=[example.images], return_tensors="pt")
             input_ids = encoded["input_ids"][0]
@@ -295,8 +359,8 @@ class SmolVLMFamily(ModelFamily):
                 input_ids = input_ids.clone()
                 encoded = image_processor([example.images], return_tensors="pt")
         features: dict[str, torch.Tensor] = {
-            "pixel_values": encoded["pixel_values"][0],  # (N_img, 3, H, W)
-            "pixel_attention_mask": encoded["pixel_attention_mask"][0].bool(),  # (N_img, H, W)
+            "pixel_values": encoded["pixel_values"][0],  # (N_img or N_frames, 3, H, W)
+            "pixel_attention_mask": encoded["pixel_attention_mask"][0].bool(),  # (N, H, W)
         }
         if example.answer is not None:
             tokenizer = processor.tokenizer
@@ -418,8 +482,10 @@ def _set_generation_tokens(model: Any, tokenizer: Any) -> None:
 def _arch_processor(base_processor: Any, arch: ArchSpec, longest_edge: int | None = None) -> Any:
     """The processor with the architecture's image settings: images resized so their longest
     edge is `longest_edge` (default: the architecture's), rounded up to whole tiles, split into
-    tiles plus one global tile; `image_seq_len` tokens per tile."""
+    tiles plus one global tile; `image_seq_len` tokens per tile. Video frames: one tile each,
+    as the real processor makes them (resized to `longest_edge`, then squashed to the tile)."""
     from transformers import SmolVLMImageProcessor
+    from transformers.models.smolvlm.video_processing_smolvlm import SmolVLMVideoProcessor
 
     vision = arch.model["vision_config"]
     patches_per_side = vision["image_size"] // vision["patch_size"]
@@ -429,6 +495,10 @@ def _arch_processor(base_processor: Any, arch: ArchSpec, longest_edge: int | Non
         size={"longest_edge": longest_edge or settings["longest_edge"]},
         max_image_size={"longest_edge": settings["tile_size"]},
         do_image_splitting=settings.get("do_image_splitting", True),
+    )
+    processor.video_processor = SmolVLMVideoProcessor(
+        size={"longest_edge": longest_edge or settings["longest_edge"]},
+        max_image_size={"longest_edge": settings["tile_size"]},
     )
     processor.image_seq_len = patches_per_side**2 // arch.model["scale_factor"] ** 2
     return processor

@@ -154,5 +154,12 @@ def shot_selector(
                 field="shot_selection",
             )
     pool = load_records(task, pool_file, image_root, require_answer=True)
+    clip_row = next((record for record in pool if record.clip is not None), None)
+    if clip_row is not None:
+        raise InputError(
+            "demonstrations are still images; this shot file names a clip",
+            path=pool_file,
+            line=clip_row.line,
+        )
     pool, _ = check_images(pool, on_bad_image)
     return ShotSelector(pool, shots, selection, seed=seed, embed_images=embedder)

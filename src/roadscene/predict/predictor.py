@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from roadscene.data.clips import ClipSettings
 from roadscene.data.records import default_prompt
 from roadscene.errors import InputError
 from roadscene.predict.settings import Decoding
@@ -29,6 +30,8 @@ class ModelCard:
     family: str
     task: str | None = None
     prompts: tuple[str, ...] = ()
+    #: how its training sampled clips (a roadscene training output; None: not known)
+    clip: ClipSettings | None = None
 
     @classmethod
     def read(
@@ -65,6 +68,7 @@ class ModelCard:
             family=name,
             task=saved.data.task if saved is not None else None,
             prompts=tuple(prompts),
+            clip=saved.data.clip if saved is not None else None,
         )
 
     def prompt_for(self, task: str) -> str:

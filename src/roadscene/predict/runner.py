@@ -1,6 +1,7 @@
 """Batched, resumable prediction: data file -> one JSON line per item.
 
-Each output line: `line` (data file line), `image`, `prompt`, `prediction` (answer text only),
+Each output line: `line` (data file line), `image` (for a clip row also `video` or `frames`, as
+written; `image` is then the video, or the first frame), `prompt`, `prediction` (answer text only),
 `target` (when the data file has one), `shots` (few-shot demonstration images, if any) and
 `parsed` (the fields `roadscene.targets.parse_response` reads from the prediction); structured
 tasks add the navigation `cue` (and `annotation` with `output_format="json"`). Lines are appended
@@ -161,7 +162,18 @@ def plan_prediction(
         limit=settings.limit,
         require_answer=False,
         prompt=card.prompt_for(settings.task),
+        clip=settings.clip or card.clip,
     )
+    clip_row = next((record for record in records if record.clip is not None), None)
+    if settings.shots and clip_row is not None:
+        raise InputError(
+            "--shots shows still-image demonstrations before still images; this data file names "
+            "a clip",
+            path=data,
+            line=clip_row.line,
+        )
+    if settings.motion is None:  # answers about clips may say how close objects move
+        settings = settings.model_copy(update={"motion": clip_row is not None})
     done = read_done(out)
     for record in records:
         if record.line in done and done[record.line] != record.image:
@@ -195,6 +207,7 @@ class RowPredictor:
         self.settings = settings
         self.decoding = settings.decoding()
         predictor.prepare(self.decoding)
+        self.clips_checked = False
         self.selector = None
         if settings.shots:
             from roadscene.predict.fewshot import shot_selector
@@ -213,6 +226,10 @@ class RowPredictor:
 
     def __call__(self, records: Sequence[ExampleRecord]) -> list[str]:
         """One output line (ending in a newline) per record, answered in one generate call."""
+        clips = [r.clip for r in records if r.clip is not None]
+        if clips and not self.clips_checked:
+            self.predictor.family.check_clips(self.predictor.model, clips[0].settings.frames)
+            self.clips_checked = True
         examples = [to_example(r, with_answer=False) for r in records]
         if self.selector is not None:
             examples = self.selector.attach(records, examples)
@@ -334,7 +351,7 @@ def _output_row(
 ) -> dict[str, Any]:
     row: dict[str, Any] = {
         "line": record.line,
-        "image": record.image,
+        **record.reference(),
         "prompt": record.prompt,
         "prediction": text,
     }

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from roadscene.data.clips import ClipSettings
 from roadscene.data.records import STRUCTURED_TASKS
 from roadscene.errors import InputError
 from roadscene.targets import GrammarOptions
@@ -91,6 +92,16 @@ class PredictSettings(BaseModel):
         "random", description="random, or similar: nearest training images by image embedding."
     )
     shot_seed: int = Field(0, description="Seed of the random shot selection.")
+    clip: ClipSettings | None = Field(
+        None,
+        description="How rows naming a video or frames are sampled (default: as the model was "
+        "trained, else 8 frames).",
+    )
+    motion: bool | None = Field(
+        None,
+        description="Let structured answers name how close objects move (default: when the "
+        "data holds clips).",
+    )
 
     @classmethod
     def from_options(cls, **options: object) -> PredictSettings:
@@ -141,7 +152,7 @@ class PredictSettings(BaseModel):
 
     def decoding(self) -> Decoding:
         grammar = (
-            GrammarOptions(relation_from_fields=self.relation_from_fields)
+            GrammarOptions(relation_from_fields=self.relation_from_fields, motion=bool(self.motion))
             if self.structured
             else None
         )

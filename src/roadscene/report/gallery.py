@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from roadscene.io import atomic_write
-from roadscene.schema import OBJECT_CLASSES, SceneAnnotation
+from roadscene.schema import MOVING_CLASSES, OBJECT_CLASSES, SceneAnnotation
 from roadscene.targets import cue_for_parsed, cue_for_scene, parse_response
 
 GALLERY_FILE = "gallery.html"
@@ -21,12 +21,14 @@ GALLERY_FILE = "gallery.html"
 
 @dataclass(frozen=True)
 class GalleryItem:
-    """One test image: its file, the true scene and target text, and the model's answer."""
+    """One test image: its file, the true scene and target text, and the model's answer. A clip
+    is shown by `png` (e.g. its frames side by side) instead of its file."""
 
     image_path: Path
     truth: SceneAnnotation
     target: str
     prediction: str
+    png: bytes | None = None
 
 
 def _near_set(near: dict[str, list[str]]) -> set[str]:
@@ -34,15 +36,22 @@ def _near_set(near: dict[str, list[str]]) -> set[str]:
 
 
 def item_verdicts(item: GalleryItem) -> dict[str, bool]:
-    """Which parts of the answer are right: sidewalk, road, close-object classes, cue action."""
+    """Which parts of the answer are right: sidewalk, road, close-object classes, cue action,
+    and for a clip the motions of the close objects both name."""
     parsed = parse_response(item.prediction)
     predicted_near = {cls for cls in parsed.near}
-    return {
+    verdicts = {
         "sidewalk": parsed.sidewalk == item.truth.sidewalk,
         "road": parsed.road == item.truth.road,
         "close objects": predicted_near == _near_set(item.truth.near),
         "cue": cue_for_parsed(parsed).action == cue_for_scene(item.truth).action,
     }
+    if item.truth.motion is not None:
+        both = [cls for cls in MOVING_CLASSES if cls in parsed.near and item.truth.near.get(cls)]
+        verdicts["motion"] = all(
+            (parsed.near[cls].motion or "static") == item.truth.moving(cls) for cls in both
+        )
+    return verdicts
 
 
 _STYLE = """
@@ -53,6 +62,7 @@ table { border-collapse: collapse; }
 td, th { border-top: 1px solid #ddd; padding: .5rem .7rem; vertical-align: top; text-align: left; }
 th { background: #f4f4f4; }
 img { width: 192px; height: 192px; image-rendering: pixelated; border: 1px solid #aaa; }
+img.clip { width: auto; }
 .cue { font-weight: 600; }
 .ok { color: #176f2c; } .bad { color: #b3261e; }
 .tag { display: inline-block; margin: 0 .3rem .3rem 0; padding: 0 .4rem; border-radius: .3rem;
@@ -66,7 +76,9 @@ def gallery_html(items: Sequence[GalleryItem], title: str, note: str = "") -> st
     """The gallery page for `items`."""
     rows = []
     for item in items:
-        data = base64.b64encode(item.image_path.read_bytes()).decode("ascii")
+        picture = item.png if item.png is not None else item.image_path.read_bytes()
+        data = base64.b64encode(picture).decode("ascii")
+        shown = ' class="clip"' if item.png is not None else ""
         predicted_cue = cue_for_parsed(parse_response(item.prediction))
         true_cue = cue_for_scene(item.truth)
         verdicts = item_verdicts(item)
@@ -78,7 +90,7 @@ def gallery_html(items: Sequence[GalleryItem], title: str, note: str = "") -> st
         cue_class = "ok" if verdicts["cue"] else "bad"
         rows.append(
             "<tr>"
-            f'<td><img alt="{html.escape(item.image_path.name)}" '
+            f'<td><img{shown} alt="{html.escape(item.image_path.name)}" '
             f'src="data:image/png;base64,{data}"><br><small>{html.escape(item.image_path.name)}'
             "</small></td>"
             f'<td>{tags}<div class="cue {cue_class}">{html.escape(predicted_cue.text)}</div>'
@@ -104,7 +116,7 @@ def write_gallery(
     from roadscene.errors import InputError
 
     for item in items:
-        if not item.image_path.is_file():
+        if item.png is None and not item.image_path.is_file():
             raise InputError("gallery image not found", path=item.image_path)
     path = Path(path)
     with atomic_write(path) as handle:

@@ -192,6 +192,35 @@ def safety_markdown(report: dict[str, Any], plots: Sequence[str] = ()) -> list[s
                 f"{fmt_ci(block['class_set_exact'])}.",
                 "",
             ]
+        motion = strict.get("motion")
+        if motion is not None and not motion["n"]:
+            lines += [
+                "### Motion of close objects (clips)",
+                "",
+                "No close person, bicycle or car was named by both truth and answer: no motion "
+                "to score.",
+                "",
+            ]
+        elif motion:  # clips: how the close people, bicycles and cars move
+            per_label = motion["per_label"]
+            lines += [
+                "### Motion of close objects (clips)",
+                "",
+                f"Scored on the close people, bicycles and cars both truth and answer name "
+                f"({motion['n']}; `static` when no motion word is given): accuracy "
+                f"{fmt_ci(motion['accuracy'])}, balanced accuracy "
+                f"{fmt(motion['balanced_accuracy'])}; always answering the most frequent motion "
+                f"(`{motion['majority_label']}`) scores {fmt_ci(motion['majority_rate'])}.",
+                "",
+                *table(
+                    ["motion", "support", "precision", "recall", "F1"],
+                    [
+                        [label, b["support"], fmt(b["precision"]), fmt(b["recall"]), fmt(b["f1"])]
+                        for label, b in per_label.items()
+                    ],
+                ),
+                "",
+            ]
     compat = report.get("compat")
     if compat:
         lines += [

@@ -4,8 +4,8 @@
   enums such as ``"Center"`` or ``"Not present"``.
 - :class:`SceneAnnotation` is the normalised view used for training and evaluation: lower-case
   positions (``left/center/right/front/unknown``), the road-vs-sidewalk relation derived by the
-  rule (docs/targets.md), and near / far objects as position lists (one entry per object, so the
-  count is the list's length).
+  rule (docs/targets.md), near / far objects as position lists (one entry per object, so the
+  count is the list's length) and, for a clip, how the close objects move.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from roadscene.schema.values import (
     FORM_CLASSES,
+    MOVING_CLASSES,
     OBJECT_CLASSES,
     POSITIONS,
     normalize_position,
@@ -24,6 +25,7 @@ from roadscene.schema.values import (
 )
 
 _MIRRORED = {"left": "right", "right": "left"}
+Motion = Literal["approaching", "moving away", "crossing"]
 _POSITION_ORDER = list(POSITIONS)
 
 
@@ -50,6 +52,11 @@ class SceneAnnotation(BaseModel):
         default_factory=dict,
         description="Objects off the sidewalk: class -> one position per object.",
     )
+    motion: dict[str, Motion] | None = Field(
+        default=None,
+        description="How the close objects of a clip move: class -> motion (a class not named "
+        "stands still); None for a still image, which says nothing about motion.",
+    )
 
     @classmethod
     def build(
@@ -59,22 +66,33 @@ class SceneAnnotation(BaseModel):
         road: str,
         near: dict[str, list[str]] | None = None,
         far: dict[str, list[str]] | None = None,
+        motion: dict[str, str] | None = None,
     ) -> SceneAnnotation:
-        """A scene from (possibly raw) positions; the relation is derived by the rule."""
+        """A scene from (possibly raw) positions; the relation is derived by the rule. `motion`
+        (clips only) keeps the classes that are close and can move (`MOVING_CLASSES`)."""
         sw, rd = normalize_position(sidewalk), normalize_position(road)
+        near_objects = {c: list((near or {}).get(c, [])) for c in OBJECT_CLASSES}
         return cls(
             image=image,
             sidewalk=sw,
             road=rd,
             relation=road_vs_sidewalk(sw, rd),
-            near={c: list((near or {}).get(c, [])) for c in OBJECT_CLASSES},
+            near=near_objects,
             far={c: list((far or {}).get(c, [])) for c in OBJECT_CLASSES},
+            motion=None
+            if motion is None
+            else {c: m for c, m in motion.items() if c in MOVING_CLASSES and near_objects.get(c)},
         )
+
+    def moving(self, cls: str) -> str:
+        """What a close class does in a clip: its motion, or `static`."""
+        return (self.motion or {}).get(cls, "static")
 
     def mirrored(self) -> SceneAnnotation:
         """The scene seen in a horizontally flipped image: left and right swapped in the
         sidewalk, the road and every object position (listed left < center < right again); the
-        relation is derived anew, so `left_of` and `right_of` swap too."""
+        relation is derived anew, so `left_of` and `right_of` swap too. Motions keep their words:
+        approaching, moving away and crossing read the same in a mirror."""
 
         def flip(position: str) -> str:
             return _MIRRORED.get(position, position)
@@ -91,6 +109,7 @@ class SceneAnnotation(BaseModel):
             road=flip(self.road),
             near=objects(self.near),
             far=objects(self.far),
+            motion=dict(self.motion) if self.motion is not None else None,
         )
 
     def near_count(self, cls: str) -> int:

@@ -15,12 +15,15 @@ from roadscene.io import CsvRow, read_csv, read_json
 from roadscene.schema.annotation import AnnotationForm, SceneAnnotation
 from roadscene.schema.values import (
     FORM_CLASSES,
+    MOTIONS,
+    MOVING_CLASSES,
     OBJECT_CLASSES,
     REQUIRED_COLUMNS,
     cell_is_valid,
     far_column,
     image_key,
     near_column,
+    parse_motion_cell,
     parse_object_cell,
 )
 
@@ -65,7 +68,8 @@ class AnnotationTable:
     row_count: int = 0
 
 
-_IMAGE_NAME = re.compile(r".+\.(jpe?g|png|webp|bmp)$", re.IGNORECASE)
+# an image, or (a clip's row) a video
+_IMAGE_NAME = re.compile(r".+\.(jpe?g|png|webp|bmp|mp4|webm|mkv|mov|avi)$", re.IGNORECASE)
 _FORM_SIDEWALK = {"Left", "Center", "Right", "Outside"}
 _FORM_ROAD = {"Not present", "Left", "Front", "Right"}
 _FORM_YES_NO = {"Yes", "No"}
@@ -188,6 +192,19 @@ def validate_annotation_row(row: dict[str, str], path: str, line: int) -> list[R
                     field=column,
                 )
             )
+    bad_motion = parse_motion_cell(row.get("motion"))[1]
+    if bad_motion:
+        issues.append(
+            RowIssue(
+                path,
+                line,
+                "unknown_value",
+                f"unknown motion {excerpt(bad_motion[0])} (allowed: CLASS:MOTION with a class of "
+                f"{', '.join(MOVING_CLASSES)} and a motion of {', '.join(MOTIONS)})",
+                image=image,
+                field="motion",
+            )
+        )
     for cls in FORM_CLASSES:
         for column in (near_column(cls), far_column(cls)):
             value = row.get(column)
@@ -207,13 +224,15 @@ def validate_annotation_row(row: dict[str, str], path: str, line: int) -> list[R
 
 
 def scene_from_csv_row(row: dict[str, str]) -> SceneAnnotation:
-    """The normalised scene of one annotations.csv row (normalisation never fails)."""
+    """The normalised scene of one annotations.csv row (normalisation never fails). A table
+    with the optional `motion` column (clips) gives each scene its close objects' motions."""
     return SceneAnnotation.build(
         image=image_key(row.get("image", "")),
         sidewalk=row.get("sidewalk_pos"),
         road=row.get("road_pos"),
         near={c: parse_object_cell(row.get(near_column(c))) for c in OBJECT_CLASSES},
         far={c: parse_object_cell(row.get(far_column(c))) for c in OBJECT_CLASSES},
+        motion=parse_motion_cell(row["motion"])[0] if "motion" in row else None,
     )
 
 

@@ -22,6 +22,10 @@ OBJECT_CLASSES: tuple[str, ...] = (
     "traffic_sign",
     "traffic_light",
 )
+# How a close object moves in a clip (absent: it stands still), and the classes that can move:
+# a motion word follows only their phrases (docs/targets.md).
+MOTIONS: tuple[str, ...] = ("approaching", "moving away", "crossing")
+MOVING_CLASSES: tuple[str, ...] = ("person", "bicycle", "car")
 # Classes in the form that are never rendered into targets.
 VEGETATION_CLASSES: tuple[str, ...] = ("grass", "plants", "trees")
 FORM_CLASSES: tuple[str, ...] = (
@@ -117,6 +121,28 @@ def parse_object_cell(value: Any) -> list[str]:
         return []
     pieces = (piece.capitalize() for piece in _CELL_SPLIT.split(text))
     return [piece.lower() for piece in pieces if piece in _CELL_POSITIONS]
+
+
+def motion_cell(motion: dict[str, str] | None) -> str:
+    """The optional `motion` column of annotations.csv for a clip: `person:approaching;car:
+    crossing` (classes in render order; empty: everything close stands still)."""
+    return ";".join(f"{c}:{motion[c]}" for c in OBJECT_CLASSES if c in (motion or {}))
+
+
+def parse_motion_cell(value: str | None) -> tuple[dict[str, str], list[str]]:
+    """The motions of a `motion` cell, and the entries that are not `class:motion` with a class
+    that can move (`MOVING_CLASSES`) and a motion of `MOTIONS` (left out, reported)."""
+    motion: dict[str, str] = {}
+    bad: list[str] = []
+    for entry in (value or "").split(";"):
+        if not entry.strip():
+            continue
+        cls, _, word = (part.strip() for part in entry.partition(":"))
+        if cls in MOVING_CLASSES and word in MOTIONS:
+            motion[cls] = word
+        else:
+            bad.append(entry.strip())
+    return motion, bad
 
 
 def cell_is_valid(value: str) -> bool:

@@ -28,7 +28,9 @@ class CueOut(BaseModel):
 
 class SpeakOut(BaseModel):
     say: bool = Field(description="Whether to say it now (the session's decision).")
-    reason: str = Field(description="first, action changed, urgency rose, reminder, unchanged...")
+    reason: str = Field(
+        description="first, action changed, urgency rose, approaching, reminder, unchanged..."
+    )
     text: str = Field(description="What to say, at the requested verbosity.")
 
 

@@ -1,9 +1,9 @@
 """Live sessions: one per walker, deciding when a cue is worth saying.
 
-A cue is spoken when it is the session's first, when its action differs from the last spoken
-cue's, when its urgency is higher than the last spoken cue's, or as a reminder once `reminder_s`
-have passed since the last spoken cue; otherwise it is suppressed ("unchanged"). An answer to a
-frame older than one already decided on is never spoken ("superseded"), so a slow answer cannot
+A cue is spoken as `roadscene.targets.announce.CueAnnouncer` decides (the session's first, a
+changed action, a higher urgency, something newly approaching, or a reminder once `reminder_s`
+have passed since the last spoken cue; otherwise suppressed, "unchanged"). An answer to a frame
+older than one already decided on is never spoken ("superseded"), so a slow answer cannot
 overrule a newer one.
 
 Sessions are kept in memory, end after `ttl_s` without a frame, and at most `max_sessions` live
@@ -16,22 +16,12 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
 
-from roadscene.targets import URGENCY_LEVELS, NavigationCue
+from roadscene.targets import NavigationCue
+from roadscene.targets.announce import CueAnnouncer, SpeakDecision, SpeakReason
 
-SpeakReason = Literal[
-    "first", "action changed", "urgency rose", "reminder", "unchanged", "superseded", "no session"
-]
-
-
-@dataclass(frozen=True)
-class SpeakDecision:
-    """Whether to say the cue now, and why."""
-
-    say: bool
-    reason: SpeakReason
+__all__ = ["SessionStore", "SpeakDecision", "SpeakReason", "WalkerSession"]
 
 
 @dataclass
@@ -42,9 +32,11 @@ class WalkerSession:
     last_seen: float
     frames: int = 0
     decided_frame: int = -1
-    spoken_action: str | None = None
-    spoken_urgency: str | None = None
-    spoken_at: float | None = None
+    announcer: CueAnnouncer = field(default_factory=CueAnnouncer)
+
+    @property
+    def spoken_action(self) -> str | None:
+        return self.announcer.spoken_action
 
     def next_frame(self, now: float) -> int:
         """Number the next frame (at arrival, before the model answers)."""
@@ -59,19 +51,7 @@ class WalkerSession:
         if frame < self.decided_frame:
             return SpeakDecision(False, "superseded")
         self.decided_frame = frame
-        reason: SpeakReason
-        if self.spoken_action is None or self.spoken_urgency is None:
-            reason = "first"
-        elif cue.action != self.spoken_action:
-            reason = "action changed"
-        elif URGENCY_LEVELS.index(cue.urgency) > URGENCY_LEVELS.index(self.spoken_urgency):
-            reason = "urgency rose"
-        elif reminder_s > 0 and self.spoken_at is not None and now - self.spoken_at >= reminder_s:
-            reason = "reminder"
-        else:
-            return SpeakDecision(False, "unchanged")
-        self.spoken_action, self.spoken_urgency, self.spoken_at = cue.action, cue.urgency, now
-        return SpeakDecision(True, reason)
+        return self.announcer.decide(cue, now, reminder_s)
 
 
 class SessionStore:

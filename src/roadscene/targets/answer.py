@@ -2,8 +2,9 @@
 
 ``render_response`` writes the text exactly as the SENSATION exports do (docs/targets.md);
 ``parse_response`` reads such a text back (also a model's imperfect version of it): fields,
-near and far object lists with counts and positions, and the context caption. Parsing is
-tolerant of case, spacing and common synonyms, and never matches inside a word.
+near and far object lists with counts, positions and (clips) the motion of close objects, and
+the context caption. Parsing is tolerant of case, spacing and common synonyms, and never matches
+inside a word.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from roadscene.schema import OBJECT_CLASSES, POSITIONS, SceneAnnotation
+from roadscene.schema import MOTIONS, OBJECT_CLASSES, POSITIONS, SceneAnnotation
 
 DEFAULT_PROMPT = (
     "Describe the scene for a blind pedestrian. You MUST always output: Sidewalk position and "
@@ -48,8 +49,9 @@ def describe_positions(positions: list[str]) -> str:
     return "across the left, center, and right"
 
 
-def object_phrase(cls: str, positions: list[str], distance: str) -> str:
-    """`2 people close on the left and center`, `an obstacle farther away on the right`."""
+def object_phrase(cls: str, positions: list[str], distance: str, motion: str | None = None) -> str:
+    """`2 people close on the left and center`, `an obstacle farther away on the right`, and
+    with a motion (clips): `a person close on the center, approaching`."""
     singular, plural = OBJECT_NAMES[cls]
     count = len(positions)
     if count == 1:
@@ -57,7 +59,8 @@ def object_phrase(cls: str, positions: list[str], distance: str) -> str:
         quantity = f"{article} {singular}"
     else:
         quantity = f"{count} {plural}"
-    return f"{quantity} {distance} {describe_positions(positions)}"
+    phrase = f"{quantity} {distance} {describe_positions(positions)}"
+    return f"{phrase}, {motion}" if motion else phrase
 
 
 def header_text(sidewalk: str, road: str, relation: str) -> str:
@@ -65,9 +68,15 @@ def header_text(sidewalk: str, road: str, relation: str) -> str:
 
 
 def render_response(scene: SceneAnnotation, caption: str | None) -> str:
-    """The published target text for a scene and its free-text caption."""
+    """The published target text for a scene and its free-text caption; a clip's close objects
+    that move get their motion word after their positions (a still image has none)."""
     parts = [header_text(scene.sidewalk, scene.road, scene.relation)]
-    near = [object_phrase(c, scene.near[c], "close") for c in OBJECT_CLASSES if scene.near.get(c)]
+    motion = scene.motion or {}
+    near = [
+        object_phrase(c, scene.near[c], "close", motion.get(c))
+        for c in OBJECT_CLASSES
+        if scene.near.get(c)
+    ]
     far = [
         object_phrase(c, scene.far[c], "farther away") for c in OBJECT_CLASSES if scene.far.get(c)
     ]
@@ -87,11 +96,14 @@ class ObjectMention:
     """One object class mentioned in a `Nearby:` or `Far:` list.
 
     `count` is None when the text gives no quantity (e.g. "people close on the left").
-    `positions` are the distinct positions named, ordered left < center < right.
+    `positions` are the distinct positions named, ordered left < center < right. `motion` is
+    the motion word the phrase ends with (`MOTIONS`), None when it names none (standing still,
+    or a still image's answer).
     """
 
     count: int | None
     positions: list[str]
+    motion: str | None = None
 
 
 @dataclass
@@ -121,12 +133,20 @@ class ParsedResponse:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON view: the fields, near/far objects as {class: {count, positions}}, whether the
-        answer says nothing is close, and whether it is complete."""
+        answer says nothing is close, and whether it is complete. An object's `motion` is
+        listed only when the answer names one, so still-image answers read as before."""
 
         def objects(mentions: dict[str, ObjectMention]) -> dict[str, dict[str, Any]]:
-            return {
-                c: {"count": m.count, "positions": list(m.positions)} for c, m in mentions.items()
-            }
+            out: dict[str, dict[str, Any]] = {}
+            for cls, mention in mentions.items():
+                view: dict[str, Any] = {
+                    "count": mention.count,
+                    "positions": list(mention.positions),
+                }
+                if mention.motion is not None:
+                    view["motion"] = mention.motion
+                out[cls] = view
+            return out
 
         return {
             "sidewalk": self.sidewalk,
@@ -233,6 +253,22 @@ _PHRASE = re.compile(
     r"(?P<rest>.*)$",
     re.IGNORECASE,
 )
+# motion words and their synonyms, longest first; "crossing" only as a whole word
+_MOTION_WORDS: dict[str, str] = {
+    "coming towards you": "approaching",
+    "coming toward you": "approaching",
+    "coming closer": "approaching",
+    "approaching": "approaching",
+    "moving away": "moving away",
+    "walking away": "moving away",
+    "going away": "moving away",
+    "receding": "moving away",
+    "crossing": "crossing",
+}
+_MOTION = re.compile(
+    r"\b(" + "|".join(re.escape(w) for w in sorted(_MOTION_WORDS, key=len, reverse=True)) + r")\b",
+    re.IGNORECASE,
+)
 _WHERE_WORDS = re.compile(r"\b(left|right|center|centre|middle|central|ahead|front)\b", re.I)
 _BOTH_SIDES = re.compile(r"\bboth sides\b|\beither side\b", re.IGNORECASE)
 _ALL_SIDES = re.compile(r"\b(all sides|everywhere|all around)\b", re.IGNORECASE)
@@ -284,14 +320,17 @@ def _parse_objects(text: str, unparsed: list[str]) -> tuple[dict[str, ObjectMent
             count = int(quantity)
         else:
             count = _NUMBER_WORDS[quantity.lower()]
-        positions = _positions(match.group("rest"))
+        rest = match.group("rest")
+        moving = _MOTION.search(rest)
+        motion = _MOTION_WORDS[moving.group(1).lower()] if moving else None
+        positions = _positions(rest[: moving.start()] if moving else rest)
         if cls in mentions:  # the same class twice: add counts, unite positions
             old = mentions[cls]
             total = None if old.count is None or count is None else old.count + count
             merged = [p for p in POSITIONS if p in set(old.positions) | set(positions)]
-            mentions[cls] = ObjectMention(total, merged)
+            mentions[cls] = ObjectMention(total, merged, old.motion or motion)
         else:
-            mentions[cls] = ObjectMention(count, positions)
+            mentions[cls] = ObjectMention(count, positions, motion)
     return mentions, False
 
 
@@ -333,7 +372,7 @@ def parse_response(text: str | None) -> ParsedResponse:
 
 def scene_from_parsed(parsed: ParsedResponse, image: str = "") -> SceneAnnotation:
     """A normalised scene from a parsed answer (missing fields -> unknown; unknown counts ->
-    one object per named position)."""
+    one object per named position; close objects' motions when the answer names any)."""
 
     def objects(mentions: dict[str, ObjectMention]) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
@@ -344,10 +383,12 @@ def scene_from_parsed(parsed: ParsedResponse, image: str = "") -> SceneAnnotatio
             out[cls] = [positions[i % len(positions)] for i in range(max(count, len(positions)))]
         return out
 
+    motion = {cls: m.motion for cls, m in parsed.near.items() if m.motion in MOTIONS}
     return SceneAnnotation.build(
         image=image,
         sidewalk=parsed.sidewalk or "unknown",
         road=parsed.road or "unknown",
         near=objects(parsed.near),
         far=objects(parsed.far),
+        motion=motion or None,
     )

@@ -5,9 +5,10 @@ A deterministic rule table (first matching rule wins; documented in docs/structu
 | rule | when                                                        | action                    |
 |------|-------------------------------------------------------------|---------------------------|
 | R1   | road `front` or relation `crossing_front`                   | stop_crossing             |
-| R2   | a close object in the center                                | step_left / step_right /  |
-|      |   free side = no close object there and no road there;      | step_either /             |
-|      |   both free -> the sidewalk's side if it is left or right   | stop_blocked              |
+| R2   | a close object in the center (an approaching one is named   | step_left / step_right /  |
+|      |   first: it outranks a static one);                         | step_either /             |
+|      |   free side = no close object there and no road there;      | stop_blocked              |
+|      |   both free -> the sidewalk's side if it is left or right   |                           |
 | R3   | road `center`                                               | keep_{sidewalk side} /    |
 |      |                                                             | caution                   |
 | R4   | close objects on one side only -> keep to the other side,   | keep_left / keep_right /  |
@@ -21,8 +22,12 @@ A deterministic rule table (first matching rule wins; documented in docs/structu
 (`left_of` -> left, `right_of` -> right): an inconsistent answer blocks both, so a cue never sends
 anyone toward a road any field mentions.
 
-For a live assistant every cue also has an urgency (`cue_urgency`: high for a crossing or
-something close in the path, low only when the path is clear), objects are given as clock
+Answers about clips may say how close objects move (`approaching`, `moving away`, `crossing`):
+an approaching object is the one a cue names at its position, its sentence says "approaching",
+and it makes the cue's urgency high wherever it is.
+
+For a live assistant every cue also has an urgency (`cue_urgency`: high for a crossing,
+something close in the path or something approaching, low only when the path is clear), objects are given as clock
 directions ("person at 12 o'clock, close"; `clock_directions`), and `spoken_cue` composes what is
 said at a chosen verbosity. A frame too poor to read gets `unclear_view_cue()` (rule R0) instead
 of a guess.
@@ -31,8 +36,8 @@ of a guess.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 from roadscene.schema import OBJECT_CLASSES, POSITIONS, SceneAnnotation
 from roadscene.targets.answer import OBJECT_NAMES, ObjectMention, ParsedResponse, scene_from_parsed
@@ -63,11 +68,12 @@ VERBOSITY_LEVELS: tuple[str, ...] = Verbosity.__args__  # type: ignore[attr-defi
 CLOCK_HOURS: dict[str, int] = {"left": 10, "center": 12, "right": 2}
 
 
-def cue_urgency(action: str, rule: str) -> Urgency:
-    """high: a crossing (R1) or something close in the path (R2); low: nothing close and a
-    sidewalk to follow (R5 keep / straight); medium: everything else (the road ahead in the
-    center, objects close beside the path, no sidewalk seen, an unclear view)."""
-    if rule in ("R1", "R2"):
+def cue_urgency(action: str, rule: str, approaching: bool = False) -> Urgency:
+    """high: a crossing (R1), something close in the path (R2) or something close approaching
+    (a clip's answer); low: nothing close and a sidewalk to follow (R5 keep / straight); medium:
+    everything else (the road ahead in the center, objects close beside the path, no sidewalk
+    seen, an unclear view)."""
+    if rule in ("R1", "R2") or approaching:
         return "high"
     if rule == "R5" and action != "caution":
         return "low"
@@ -76,23 +82,30 @@ def cue_urgency(action: str, rule: str) -> Urgency:
 
 @dataclass(frozen=True)
 class NavigationCue:
-    """The cue: what to do (`action`), which rule chose it, and the sentence to show or say."""
+    """The cue: what to do (`action`), which rule chose it, the sentence to show or say, and
+    whether something close is approaching (answers about clips)."""
 
     action: CueAction | ViewAction
     rule: str
     text: str
+    approaching: bool = False
 
     @property
     def urgency(self) -> Urgency:
-        return cue_urgency(self.action, self.rule)
+        return cue_urgency(self.action, self.rule, self.approaching)
 
-    def to_dict(self) -> dict[str, str]:
-        return {
+    def to_dict(self) -> dict[str, Any]:
+        """action, rule, text, urgency; `approaching` only when true (still-image cues read as
+        before)."""
+        out: dict[str, Any] = {
             "action": self.action,
             "rule": self.rule,
             "text": self.text,
             "urgency": self.urgency,
         }
+        if self.approaching:
+            out["approaching"] = True
+        return out
 
 
 def unclear_view_cue() -> NavigationCue:
@@ -114,10 +127,15 @@ def road_sides(road: str, relation: str) -> set[str]:
     return sides
 
 
-def _objects_at(near: dict[str, list[str]], position: str) -> str:
-    """`Obstacle`, `2 people`, `Objects`: what is close at one position (render order)."""
+def _objects_at(
+    near: dict[str, list[str]], position: str, approaching: frozenset[str] = frozenset()
+) -> str:
+    """`Obstacle`, `2 people`, `Objects`: what is close at one position (render order); the
+    approaching classes there, when any, outrank the rest."""
     counts = {cls: near.get(cls, []).count(position) for cls in OBJECT_CLASSES}
     present = [cls for cls, count in counts.items() if count]
+    if any(cls in approaching for cls in present):
+        present = [cls for cls in present if cls in approaching]
     if len(present) > 1:
         return "Objects"
     cls = present[0]
@@ -132,10 +150,34 @@ def _objects_on_sides(near: dict[str, list[str]], sides: list[str]) -> str:
 
 
 def navigation_cue(
-    sidewalk: str, road: str, relation: str, near: dict[str, list[str]] | None = None
+    sidewalk: str,
+    road: str,
+    relation: str,
+    near: dict[str, list[str]] | None = None,
+    motion: dict[str, str] | None = None,
 ) -> NavigationCue:
-    """The cue for normalised fields and close objects (class -> one position per object)."""
+    """The cue for normalised fields and close objects (class -> one position per object), with
+    their motions when the answer is about a clip (class -> motion word)."""
     near = {cls: list(positions) for cls, positions in (near or {}).items()}
+    approaching = frozenset(
+        cls for cls, word in (motion or {}).items() if word == "approaching" and near.get(cls)
+    )
+    cue = _table_cue(sidewalk, road, relation, near, approaching)
+    return replace(cue, approaching=True) if approaching else cue
+
+
+def _moving_at(near: dict[str, list[str]], position: str, approaching: frozenset[str]) -> bool:
+    return any(position in near.get(cls, []) for cls in approaching)
+
+
+def _table_cue(
+    sidewalk: str,
+    road: str,
+    relation: str,
+    near: dict[str, list[str]],
+    approaching: frozenset[str],
+) -> NavigationCue:
+    """The rule table (module docstring), first matching rule."""
     occupied = {p for positions in near.values() for p in positions if p in POSITIONS}
     roads = road_sides(road, relation)
 
@@ -145,22 +187,21 @@ def navigation_cue(
             "stop_crossing", "R1", "Road crossing ahead: stop and check for traffic."
         )
 
-    # R2: something close in the center of the path.
+    # R2: something close in the center of the path (an approaching object named first).
     if "center" in occupied:
-        what = _objects_at(near, "center")
+        what = _objects_at(near, "center", approaching)
+        what += " approaching" if _moving_at(near, "center", approaching) else " close"
         free = [side for side in SIDES if side not in occupied and side not in roads]
         if len(free) == 2 and sidewalk in SIDES:
             free = [sidewalk]
         if len(free) == 1:
-            return NavigationCue(
-                f"step_{free[0]}", "R2", f"{what} close ahead: step to the {free[0]}."
-            )
+            return NavigationCue(f"step_{free[0]}", "R2", f"{what} ahead: step to the {free[0]}.")
         if len(free) == 2:
             return NavigationCue(
-                "step_either", "R2", f"{what} close ahead: step around it, left or right."
+                "step_either", "R2", f"{what} ahead: step around it, left or right."
             )
         return NavigationCue(
-            "stop_blocked", "R2", f"{what} close ahead, no free side: stop and go around with care."
+            "stop_blocked", "R2", f"{what} ahead, no free side: stop and go around with care."
         )
 
     # R3: the road runs straight ahead in the middle of the image.
@@ -184,19 +225,20 @@ def navigation_cue(
         )
     if len(sides_taken) == 1:
         side = sides_taken[0]
-        what = _objects_at(near, side)
+        what = _objects_at(near, side, approaching)
+        what += " approaching" if _moving_at(near, side, approaching) else " close"
         other = _other(side)
         if other in roads:
             return NavigationCue(
                 "caution",
                 "R4",
-                f"{what} close on the {side}, road on the {other}: go straight with care.",
+                f"{what} on the {side}, road on the {other}: go straight with care.",
             )
         if sidewalk == side:
             return NavigationCue(
-                "caution", "R4", f"{what} close on your sidewalk on the {side}: pass with care."
+                "caution", "R4", f"{what} on your sidewalk on the {side}: pass with care."
             )
-        return NavigationCue(f"keep_{other}", "R4", f"{what} close on the {side}: keep {other}.")
+        return NavigationCue(f"keep_{other}", "R4", f"{what} on the {side}: keep {other}.")
 
     # R5: nothing close.
     if sidewalk in SIDES:
@@ -216,7 +258,7 @@ def navigation_cue(
 
 def cue_for_scene(scene: SceneAnnotation) -> NavigationCue:
     """The cue for a normalised scene (annotation or parsed answer)."""
-    return navigation_cue(scene.sidewalk, scene.road, scene.relation, scene.near)
+    return navigation_cue(scene.sidewalk, scene.road, scene.relation, scene.near, scene.motion)
 
 
 def cue_for_parsed(parsed: ParsedResponse) -> NavigationCue:
@@ -225,22 +267,27 @@ def cue_for_parsed(parsed: ParsedResponse) -> NavigationCue:
     scene = scene_from_parsed(parsed)
     # keep the answer's own relation (scene_from_parsed re-derives it from sidewalk and road)
     relation = parsed.relation or "unknown"
-    return navigation_cue(scene.sidewalk, scene.road, relation, scene.near)
+    return navigation_cue(scene.sidewalk, scene.road, relation, scene.near, scene.motion)
 
 
 # --- clock directions and the spoken sentence ----------------------------------------------------
 
 
-def clock_phrase(cls: str, count: int, positions: Sequence[str], distance: str) -> str:
-    """`person at 12 o'clock, close`, `2 cars at 10 and 2 o'clock, far`; an object without a
-    position: `person close, direction unknown`."""
+def clock_phrase(
+    cls: str, count: int, positions: Sequence[str], distance: str, motion: str | None = None
+) -> str:
+    """`person at 12 o'clock, close`, `2 cars at 10 and 2 o'clock, far`, `person at 12
+    o'clock, close, approaching` (a clip); an object without a position: `person close,
+    direction unknown`."""
     singular, plural = OBJECT_NAMES[cls]
     name = singular if count == 1 else f"{count} {plural}"
     hours = [str(CLOCK_HOURS[p]) for p in POSITIONS if p in positions]
     if not hours:
-        return f"{name} {distance}, direction unknown"
-    where = hours[0] if len(hours) == 1 else f"{', '.join(hours[:-1])} and {hours[-1]}"
-    return f"{name} at {where} o'clock, {distance}"
+        phrase = f"{name} {distance}, direction unknown"
+    else:
+        where = hours[0] if len(hours) == 1 else f"{', '.join(hours[:-1])} and {hours[-1]}"
+        phrase = f"{name} at {where} o'clock, {distance}"
+    return f"{phrase}, {motion}" if motion else phrase
 
 
 def _clock_phrases(mentions: dict[str, ObjectMention], distance: str) -> list[str]:
@@ -250,14 +297,17 @@ def _clock_phrases(mentions: dict[str, ObjectMention], distance: str) -> list[st
         if mention is None:
             continue
         count = mention.count or len(mention.positions) or 1
-        # in the path (or of unknown direction: the cautious reading) first
+        # approaching first, then in the path (or of unknown direction: the cautious reading)
+        calm = mention.motion != "approaching"
         beside = bool(mention.positions) and "center" not in mention.positions
-        ranked.append((beside, order, clock_phrase(cls, count, mention.positions, distance)))
+        phrase = clock_phrase(cls, count, mention.positions, distance, mention.motion)
+        ranked.append((calm, beside, order, phrase))
     return [phrase for *_, phrase in sorted(ranked)]
 
 
 def clock_directions(parsed: ParsedResponse) -> dict[str, list[str]]:
-    """Close and far objects of an answer as clock directions, objects in the path first."""
+    """Close and far objects of an answer as clock directions, objects approaching or in the
+    path first."""
     return {"close": _clock_phrases(parsed.near, "close"), "far": _clock_phrases(parsed.far, "far")}
 
 

@@ -3,7 +3,8 @@ structured answers `render_response` writes,
 
     Sidewalk: {sw}. Road: {rd}. RoadVsSidewalk: {rel}. Nearby: ... [Far: ...] [Context: ...]
 
-so a decoder constrained by it always produces an answer that parses. The model still chooses
+(with `motion`, a close person, bicycle or car may end with `, approaching`, `, moving away` or
+`, crossing`), so a decoder constrained by it always produces an answer that parses. The model still chooses
 every value; the grammar only removes what would break the format (docs/structured.md).
 Compiling it for a tokenizer and masking logits is `roadscene.predict.decoding`.
 """
@@ -13,7 +14,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from roadscene.schema import OBJECT_CLASSES, ROAD_VALUES, SIDEWALK_VALUES, road_vs_sidewalk
+from roadscene.schema import (
+    MOTIONS,
+    MOVING_CLASSES,
+    OBJECT_CLASSES,
+    ROAD_VALUES,
+    SIDEWALK_VALUES,
+    road_vs_sidewalk,
+)
 from roadscene.targets.answer import NO_NEARBY, OBJECT_NAMES
 
 RELATION_CHOICES: tuple[str, ...] = ("left_of", "right_of", "crossing_front", "unknown")
@@ -38,6 +46,8 @@ class GrammarOptions:
     allow_far: whether the optional `Far:` list may be generated.
     closing_reserve_tokens: when this few new tokens are left, lists start no new item, so the
         answer's mandatory part ends in time; None = `closing_reserve`.
+    motion: whether a close person, bicycle or car may end with a motion word (answers about
+        clips); still-image answers have none.
     """
 
     relation_from_fields: bool = False
@@ -45,6 +55,7 @@ class GrammarOptions:
     context_max_chars: int = 600
     allow_far: bool = True
     closing_reserve_tokens: int | None = None
+    motion: bool = False
 
     @property
     def closing_reserve(self) -> int:
@@ -54,7 +65,8 @@ class GrammarOptions:
         if self.closing_reserve_tokens is not None:
             return self.closing_reserve_tokens
         longest = max(len(n[1]) for n in OBJECT_NAMES.values())
-        return len(f"{self.max_count} ") + longest + len(" farther away ") + len(WHERE_THREE) + 1
+        reserve = len(f"{self.max_count} ") + longest + len(" farther away ") + len(WHERE_THREE) + 1
+        return reserve + (max(len(f", {m}") for m in MOTIONS) if self.motion else 0)
 
     def __post_init__(self) -> None:
         if not 2 <= self.max_count <= 99:
@@ -114,18 +126,22 @@ def answer_grammar(options: GrammarOptions | None = None) -> str:
     rules.append(f"where12 ::= {_alternatives((*WHERE_ONE, *WHERE_TWO))}")
     rules.append(f"where123 ::= {_alternatives((*WHERE_ONE, *WHERE_TWO, WHERE_THREE))}")
     rules.append(f"many ::= {_count_rule(3, options.max_count)}")
+    if options.motion:
+        rules.append(f"motion ::= {_alternatives([f', {m}' for m in MOTIONS])}")
     for distance, tag in (("close", "near"), ("farther away", "far")):
         if tag == "far" and not options.allow_far:
             continue
         for cls in OBJECT_CLASSES:
             singular, plural = OBJECT_NAMES[cls]
             article = "an" if singular[0] in "aeiou" else "a"
-            rules.append(
-                f"{tag}_{cls} ::= "
+            phrase = (
                 f'"{article} {singular} {distance} " where1'
                 f' | "2 {plural} {distance} " where12'
                 f' | many " {plural} {distance} " where123'
             )
+            if options.motion and tag == "near" and cls in MOVING_CLASSES:
+                phrase = f"({phrase}) motion?"
+            rules.append(f"{tag}_{cls} ::= {phrase}")
         # An ordered, non-empty subset of the classes joined by "; ": tail_i may continue with
         # any later class, so each class appears at most once and in render order.
         for index, cls in enumerate(OBJECT_CLASSES):

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from roadscene.data.augment import AugmentSection
+from roadscene.data.clips import ClipSettings
 from roadscene.data.mix import MixSection
 from roadscene.errors import InputError, excerpt
 from roadscene.io import loads_yaml, read_json, read_text
@@ -84,6 +85,11 @@ class DataSection(_Section):
     )
     mix: MixSection | None = Field(
         None, description="Several weighted sources instead of one train file (a task mix)."
+    )
+    clip: ClipSettings = Field(
+        default_factory=ClipSettings,
+        description="How rows naming a `video` or `frames` are sampled (saved with the model: "
+        "prediction samples clips the same way).",
     )
 
 

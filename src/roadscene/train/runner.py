@@ -46,11 +46,23 @@ def _mixed_examples(config: TrainConfig) -> tuple[Any, int]:
         if not path.is_file():
             raise InputError("mix source file not found", path=path, field="data.mix.sources")
         records, bad = check_images(
-            load_records(source.task, path, image_root(config)), data.on_bad_image
+            load_records(source.task, path, image_root(config), clip=data.clip), data.on_bad_image
         )
         sources.append(records)
         skipped += len(bad)
     return MixedExamples(data.mix, sources, seed=config.train.seed), skipped
+
+
+def _has_clips(examples: Any, *record_lists: list) -> bool:
+    """Whether the training data holds clips (rows naming a video or frames, or clip examples
+    such as synthetic clips rendered on the fly)."""
+    if any(record.clip is not None for records in record_lists for record in records):
+        return True
+    from roadscene.data.mix import MixedExamples
+
+    if isinstance(examples, MixedExamples):
+        return any(r.clip is not None for rows in examples.records for r in rows)
+    return bool(getattr(examples, "clips", False))  # e.g. `RenderedClips`
 
 
 def _epoch_callback(dataset: Any) -> Any:
@@ -121,9 +133,12 @@ def run_training(
     if skipped:
         print(f"skipped {skipped} rows with missing or unreadable images (data.on_bad_image=skip)")
 
-    model, processor = load_trainable_model(config, family)
     if train_examples is None:
         train_examples = RecordExamples(train_records)
+    clips = _has_clips(train_examples, train_records, eval_records)
+    model, processor = load_trainable_model(
+        config, family, clip_frames=config.data.clip.frames if clips else None
+    )
     # The annotated task's prompts carry each row's annotation: no prompt of its own to save.
     prompts = (
         [] if config.data.task == "annotated" else list(getattr(train_examples, "prompts", []))

@@ -61,7 +61,7 @@ def load_split(
 
     data = config.data
     path = data_path(config, file) if file else task_file(data.task, split, data.data_dir)
-    records = load_records(data.task, path, image_root(config), limit=limit)
+    records = load_records(data.task, path, image_root(config), limit=limit, clip=data.clip)
     return check_images(records, data.on_bad_image)
 
 
@@ -124,10 +124,13 @@ def start_run(config: TrainConfig, resume: bool) -> str | None:
     return last_checkpoint
 
 
-def load_trainable_model(config: TrainConfig, family: Any) -> tuple[Any, Any]:
+def load_trainable_model(
+    config: TrainConfig, family: Any, clip_frames: int | None = None
+) -> tuple[Any, Any]:
     """(model prepared as `config.finetune` says, processor), on this process's device.
     `model.name_or_path` may be a training output folder holding an adapter: that adapter keeps
-    training on its base."""
+    training on its base. With `clip_frames` (the data holds clips of that many frames), the
+    family first gets what clips need (`prepare_for_clips`)."""
     import torch
 
     from roadscene.train.launch import process_device
@@ -147,8 +150,11 @@ def load_trainable_model(config: TrainConfig, family: Any) -> tuple[Any, Any]:
         # Full fine-tuning keeps fp32 master weights; the Trainer autocasts to bf16 on GPU.
         dtype = torch.float32
     loaded = family.load(base, quantization=quantization, dtype=dtype, device=process_device())
+    model = loaded.model
+    if clip_frames is not None:
+        model = family.prepare_for_clips(model, clip_frames)
     model = family.prepare_for_training(
-        loaded.model,
+        model,
         config.finetune,
         config.family_options,
         gradient_checkpointing=config.train.gradient_checkpointing,

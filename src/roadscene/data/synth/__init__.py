@@ -1,6 +1,14 @@
 """Synthetic street scenes: a scene sampler (`scenes`), a cheap deterministic renderer (`render`),
-a dataset writer (`writer`) and scenes rendered on the fly for training (`rendered`)."""
+a dataset writer (`writer`), scenes rendered on the fly for training (`rendered`) and short clips
+of them with moving objects (`clips`)."""
 
+from roadscene.data.synth.clips import (
+    CLIP_MOTIONS,
+    ClipOptions,
+    RenderedClips,
+    render_clip,
+    sample_motion,
+)
 from roadscene.data.synth.render import OBJECT_STYLES, ObjectStyle, RenderOptions, render_scene
 from roadscene.data.synth.rendered import RenderedScenes
 from roadscene.data.synth.scenes import (
@@ -21,6 +29,11 @@ from roadscene.data.synth.writer import (
 )
 
 __all__ = [
+    "CLIP_MOTIONS",
+    "ClipOptions",
+    "RenderedClips",
+    "render_clip",
+    "sample_motion",
     "OBJECT_STYLES",
     "SYNTH_SPLITS",
     "ClassDistribution",

@@ -10,7 +10,10 @@ what the annotation says, so a model can learn the task from pixels without any 
   shape per object, so counts are visible;
 - optional lighting / weather variation (brightness, tint, fog, sensor noise) and small layout
   jitter;
-- optionally one test condition on top (rain, fog, night, glare, blur: `conditions`).
+- optionally one test condition on top (rain, fog, night, glare, blur: `conditions`);
+- a frame of a clip (`at` < 1): the camera a little further back on its walk forward (paving
+  joints shifted, close objects a little smaller) and each close object where its motion puts it
+  then (`object_motion`); `at` = 1 is the still image itself.
 
 Rendering is vectorised numpy on fixed-size pixel grids. Everything random comes from a
 `numpy.random.Generator` seeded per image, so an image depends only on (scene, seed), never on
@@ -82,6 +85,26 @@ _HORIZON = 0.36  # fraction of the height
 _CROSSING = (0.50, 0.62)  # rows of the crossing band (fractions of the height)
 _NEAR_BASE, _NEAR_HEIGHT = 0.95, 0.24  # near objects: bottom row, height (fractions)
 _FAR_BASE, _FAR_HEIGHT = 0.47, 0.10  # far objects: just below the horizon, small
+# A clip's camera walks forward: at its start (at = 0) close objects that stand still are this
+# much smaller and higher, and the paving joints this many joint spacings further on.
+_WALK_SCALE, _WALK_RISE, _WALK_JOINTS = 0.12, 0.03, 1.5
+_CROSSING_SHIFT = 0.30  # how far (fraction of the width) a crossing object starts to one side
+
+
+def object_motion(motion: str, at: float, side: float = 1.0) -> tuple[float, float, float]:
+    """(scale, downward shift of its base, sideways shift) of a close object at time `at` of a
+    clip (0: its start, 1: its end, where every object is where the still image has it), as
+    fractions of the object's height and of the image. `side` (+1 / -1) is where a crossing
+    object comes from."""
+    early = 1.0 - at
+    walk = 1.0 - _WALK_SCALE * early
+    if motion == "approaching":  # from well down the path: small and near the horizon
+        return walk * (1.0 - 0.55 * early), -0.30 * early, 0.0
+    if motion == "moving away":  # from right in front: large and low
+        return walk * (1.0 + 0.5 * early), 0.17 * early, 0.0
+    if motion == "crossing":  # from one side, across the path
+        return walk, -_WALK_RISE * early, side * _CROSSING_SHIFT * early
+    return walk, -_WALK_RISE * early, 0.0
 
 
 @lru_cache(maxsize=8)
@@ -157,8 +180,10 @@ def _draw_objects(
     base: float,
     height: float,
     rng: np.random.Generator | None,
+    moves: dict[str, tuple[float, float, float]] | None = None,
 ) -> None:
-    """Draw objects column by column; several objects in one column share it side by side."""
+    """Draw objects column by column; several objects in one column share it side by side.
+    `moves` (a clip's frame) scales and shifts each class's objects (`object_motion`)."""
     size = image.shape[0]
     for position in POSITIONS:
         members = [cls for cls in OBJECT_CLASSES for p in objects.get(cls, []) if p == position]
@@ -175,6 +200,11 @@ def _draw_objects(
                 cx += rng.uniform(-0.12, 0.12) * slot
                 bottom += rng.uniform(-0.015, 0.015)
                 obj_height *= rng.uniform(0.9, 1.05)
+            if moves is not None and cls in moves:
+                scale, drop, shift = moves[cls]
+                obj_height *= scale
+                bottom += drop
+                cx += shift
             box = _unit_box(size, cx, bottom, obj_height, style.aspect)
             if box is None:
                 continue
@@ -185,11 +215,19 @@ def _draw_objects(
 
 
 def render_scene(
-    scene: SceneAnnotation, seed: int | Sequence[int] = 0, options: RenderOptions | None = None
+    scene: SceneAnnotation,
+    seed: int | Sequence[int] = 0,
+    options: RenderOptions | None = None,
+    *,
+    at: float = 1.0,
 ) -> np.ndarray:
-    """Draw `scene` as an (S, S, 3) uint8 RGB array; the same (scene, seed, options) gives the
-    same bytes."""
+    """Draw `scene` as an (S, S, 3) uint8 RGB array; the same (scene, seed, options, at) gives
+    the same bytes. `at` < 1 draws an earlier frame of the scene's clip (module docstring): the
+    same layout, lighting and objects, with the camera and the close objects (by
+    `scene.motion`) where they were then."""
     options = options or RenderOptions()
+    if not 0.0 <= at <= 1.0:
+        raise ValueError(f"at must be in [0, 1]; got {at}")
     size = options.size
     rng = np.random.default_rng(seed)
     jitter = rng if options.jitter else None
@@ -235,7 +273,10 @@ def render_scene(
         walk = below & (xs > beyond_line(left_x) - 0.01) & (xs < beyond_line(right_x) + 0.01)
         image[walk] = paving
         # paving joints: darker lines across the walk every few rows, denser towards the horizon
-        joints = walk & (np.mod(np.sqrt(depth + 1e-6) * 9.0, 1.0) < 0.12)
+        phase = np.sqrt(depth + 1e-6) * 9.0
+        if at < 1.0:  # earlier in a clip, the walker had further to go
+            phase = phase - _WALK_JOINTS * (1.0 - at)
+        joints = walk & (np.mod(phase, 1.0) < 0.12)
         image[joints] = paving - 28
         # kerb: a pale line along the road-side edge(s)
         kerb = walk & (
@@ -255,7 +296,15 @@ def render_scene(
         image[stripes] = (232, 232, 228)
 
     _draw_objects(image, scene.far, base=_FAR_BASE, height=_FAR_HEIGHT, rng=jitter)
-    _draw_objects(image, scene.near, base=_NEAR_BASE, height=_NEAR_HEIGHT, rng=jitter)
+    moves = None
+    if at < 1.0:
+        # where a crossing object comes from: its own draw, so the still image is unchanged
+        sides = np.random.default_rng([*np.atleast_1d(seed).tolist(), 3])
+        moves = {
+            cls: object_motion(scene.moving(cls), at, float(sides.choice([-1.0, 1.0])))
+            for cls in OBJECT_CLASSES
+        }
+    _draw_objects(image, scene.near, base=_NEAR_BASE, height=_NEAR_HEIGHT, rng=jitter, moves=moves)
 
     if options.weather:
         brightness = rng.uniform(0.72, 1.15)

@@ -7,7 +7,7 @@ structured target of a scene.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,16 +89,20 @@ class SceneDistribution(BaseModel):
             raise InputError("no annotated images to sample from", path=path)
         return cls.fit(table.scenes.values())
 
-    def with_object_rate(self, rate: float) -> SceneDistribution:
-        """A copy in which a scene has at least one near object with probability about `rate`
-        (each class's P(count > 0) scaled by one common factor), e.g. to oversample objects for
-        training. Shapes of the count and position distributions are kept."""
+    def with_object_rate(
+        self, rate: float, classes: Sequence[str] = OBJECT_CLASSES
+    ) -> SceneDistribution:
+        """A copy in which a scene has at least one near object of `classes` (default: any)
+        with probability about `rate` (each such class's P(count > 0) scaled by one common
+        factor), e.g. to oversample objects for training. Shapes of the count and position
+        distributions are kept."""
         if not 0.0 < rate < 1.0:
             raise ValueError(f"object rate must be in (0, 1); got {rate}")
-        empty = np.prod([d.count.get(0, 0.0) for d in self.near.values()])
+        chosen = [name for name in self.near if name in classes]
+        empty = np.prod([self.near[name].count.get(0, 0.0) for name in chosen])
         target_empty = 1.0 - rate
         # find a common factor f on P(count > 0) so that prod(1 - f * p_i) = target_empty
-        present = np.array([1.0 - d.count.get(0, 0.0) for d in self.near.values()])
+        present = np.array([1.0 - self.near[name].count.get(0, 0.0) for name in chosen])
         low, high = 0.0, 1.0 / max(present.max(), 1e-9)
         for _ in range(60):
             mid = (low + high) / 2
@@ -109,6 +113,9 @@ class SceneDistribution(BaseModel):
         factor = (low + high) / 2 if empty > target_empty else 1.0
         near = {}
         for name, dist in self.near.items():
+            if name not in chosen:
+                near[name] = dist
+                continue
             p_present = 1.0 - dist.count.get(0, 0.0)
             scaled = min(p_present * factor, 1.0)
             rest = {k: p for k, p in dist.count.items() if k > 0}

@@ -6,11 +6,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from roadscene.data.clips import write_video
+from roadscene.data.synth.clips import ClipOptions, motion_seed, render_clip, sample_motion
 from roadscene.data.synth.render import RenderOptions, render_scene
 from roadscene.data.synth.scenes import (
     SceneDistribution,
@@ -26,6 +31,7 @@ from roadscene.schema import (
     OBJECT_CLASSES,
     SceneAnnotation,
     far_column,
+    motion_cell,
     near_column,
 )
 
@@ -34,8 +40,9 @@ def _form_cell(positions: list[str]) -> str:
     return "-".join(p.capitalize() for p in positions) if positions else "not present"
 
 
-def annotation_row(scene: SceneAnnotation) -> dict[str, str]:
-    """One annotations.csv row (SENSATION column layout) for a scene; parses back to it."""
+def annotation_row(scene: SceneAnnotation, motion: bool = False) -> dict[str, str]:
+    """One annotations.csv row (SENSATION column layout) for a scene; parses back to it. With
+    `motion` (clips), the extra `motion` column says how its close objects move."""
     row = {
         "image": scene.image,
         "status": "synthetic",
@@ -47,16 +54,20 @@ def annotation_row(scene: SceneAnnotation) -> dict[str, str]:
     for cls in FORM_CLASSES:
         row[near_column(cls)] = _form_cell(scene.near.get(cls, []))
         row[far_column(cls)] = _form_cell(scene.far.get(cls, []))
-    return {column: row[column] for column in ANNOTATION_COLUMNS}
+    out = {column: row[column] for column in ANNOTATION_COLUMNS}
+    if motion:
+        out["motion"] = motion_cell(scene.motion)
+    return out
 
 
-def annotations_csv_text(scenes: Iterable[SceneAnnotation]) -> str:
-    """annotations.csv text for scenes."""
+def annotations_csv_text(scenes: Iterable[SceneAnnotation], motion: bool = False) -> str:
+    """annotations.csv text for scenes (with `motion`: the clips' `motion` column too)."""
     buffer = io.StringIO(newline="")
-    writer = csv.DictWriter(buffer, fieldnames=list(ANNOTATION_COLUMNS), lineterminator="\n")
+    columns = [*ANNOTATION_COLUMNS, *(["motion"] if motion else [])]
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for scene in scenes:
-        writer.writerow(annotation_row(scene))
+        writer.writerow(annotation_row(scene, motion))
     return buffer.getvalue()
 
 
@@ -110,6 +121,7 @@ def write_synth_dataset(
     source: str = "built-in SENSATION-like distribution",
     progress: Any = None,
     conditions: Sequence[str] = (),
+    clips: ClipOptions | None = None,
 ) -> SynthResult:
     """Render `n` scenes into `out_dir` and write the same files as `roadscene data build`.
 
@@ -124,6 +136,11 @@ def write_synth_dataset(
     scenes again under each condition: `conditions/{name}/synth_{i:06d}.png` (the same base
     names, so one truth serves all) and `bvpi_sft_test_{name}.jsonl` (`clean` points at the
     test images themselves).
+
+    `clips` writes short clips instead of images (`roadscene.data.synth.clips`):
+    `clips/clip_{i:06d}.webm`, rows naming a `video` (and a `motion` object: class -> motion of
+    the close objects that move), answers with motion words and annotations.csv with a `motion`
+    column.
     """
     from PIL import Image
 
@@ -141,6 +158,10 @@ def write_synth_dataset(
                 f"unknown condition '{condition}'; allowed: {', '.join(CONDITIONS)}",
                 field="conditions",
             )
+    if clips is not None and (options or RenderOptions()).size % 2:
+        raise InputError(
+            "clips need an even image size (the video codec's 4:2:0 chroma)", field="size"
+        )
     out_dir = check_output(out_dir, folder=True, ours=is_synth_dir, what=SYNTH_WHAT)
     distribution = distribution or SceneDistribution.builtin()
     options = options or RenderOptions()
@@ -156,23 +177,37 @@ def write_synth_dataset(
     captions_csv = io.StringIO(newline="")
     caption_writer = csv.writer(captions_csv, lineterminator="\n")
     caption_writer.writerow(["image_path", "target", "split"])
+    folder = "clips" if clips is not None else "images"
+
+    def draw(scene: SceneAnnotation, index: int, path: Path, under: RenderOptions) -> None:
+        if clips is None:
+            pixels = render_scene(scene, image_seed(seed, index), under)
+            Image.fromarray(pixels).save(path, compress_level=1)
+        else:
+            frames = render_clip(scene, image_seed(seed, index), under, clips)
+            write_video(path, frames, clips.fps)
+
     with atomic_dir(out_dir, ours=is_synth_dir, what=SYNTH_WHAT) as tmp:
-        (tmp / "images").mkdir()
+        (tmp / folder).mkdir()
         for condition in conditions:
             if condition != "clean":
                 (tmp / "conditions" / condition).mkdir(parents=True)
         for index, scene in enumerate(sample_scenes(distribution, n, seed)):
             split = split_of[index]
-            pixels = render_scene(scene, image_seed(seed, index), options)
-            Image.fromarray(pixels).save(tmp / "images" / scene.image, compress_level=1)
+            if clips is not None:
+                scene = sample_motion(scene, np.random.default_rng(motion_seed(seed, index)))
+                scene = scene.model_copy(update={"image": f"clip_{index:06d}.webm"})
+            draw(scene, index, tmp / folder / scene.image, options)
             caption = scene_caption(scene)
-            row = CaptionRow(index + 2, f"images/{scene.image}", caption, split)
+            row = CaptionRow(index + 2, f"{folder}/{scene.image}", caption, split)
             record = sft_record(row, scene, prompt)
             if not context:
                 record["response"] = structured_target(scene)
+            if clips is not None:
+                record = {"video": record.pop("image"), **record, "motion": scene.motion}
             scenes[split].append(scene)
             sft[split].append(record)
-            plain[split].append({"image": row.image, "caption": caption})
+            plain[split].append({"video" if clips else "image": row.image, "caption": caption})
             caption_writer.writerow([row.image, caption, split])
             if split == "test":
                 for condition in conditions:
@@ -180,19 +215,23 @@ def write_synth_dataset(
                     if condition != "clean":
                         image = f"conditions/{condition}/{scene.image}"
                         under = options.model_copy(update={"condition": condition})
-                        pixels = render_scene(scene, image_seed(seed, index), under)
-                        Image.fromarray(pixels).save(tmp / image, compress_level=1)
-                    shifted[condition].append({**record, "image": image, "condition": condition})
+                        draw(scene, index, tmp / image, under)
+                    key = "video" if clips else "image"
+                    shifted[condition].append({**record, key: image, "condition": condition})
             if split in dpo:
-                pair = dpo_record(record, caption)
+                pair = dpo_record({"image": row.image, **record}, caption)
                 if pair is not None:
+                    if clips is not None:
+                        pair = {"video": pair.pop("image"), **pair}
                     dpo[split].append(pair)
             if progress is not None and (index + 1) % 100 == 0:
                 progress(100)
         if progress is not None and n % 100:
             progress(n % 100)
         all_scenes = [s for split in SYNTH_SPLITS for s in scenes[split]]
-        (tmp / "annotations.csv").write_text(annotations_csv_text(all_scenes), encoding="utf-8")
+        (tmp / "annotations.csv").write_text(
+            annotations_csv_text(all_scenes, motion=clips is not None), encoding="utf-8"
+        )
         (tmp / "captions.csv").write_text(captions_csv.getvalue(), encoding="utf-8")
         for split in SYNTH_SPLITS:
             _write_jsonl(tmp / f"bvpi_sft_{split}.jsonl", sft[split])
@@ -216,6 +255,11 @@ def write_synth_dataset(
                 1 for s in all_scenes if any(s.near[c] for c in OBJECT_CLASSES)
             ),
         }
+        if clips is not None:
+            report["clips"] = clips.model_dump()
+            report["motions"] = dict(
+                sorted(Counter(m for s in all_scenes for m in (s.motion or {}).values()).items())
+            )
         with open(tmp / "synth_report.json", "w", encoding="utf-8") as handle:
             handle.write(dumps_line(report) + "\n")
     return SynthResult(out_dir=out_dir, counts=sizes, scenes=scenes, report=report)

@@ -84,6 +84,9 @@ class FlamingoConfig(PreTrainedConfig):
     perceiver_head_dim: int = 64
     perceiver_num_latents: int = 64
     perceiver_ff_mult: int = 4
+    # Learned frame embeddings (OpenFlamingo's `perceiver.frame_embs`) for clips of up to this
+    # many frames; None: none, as in the published checkpoints (which see one frame per image).
+    max_num_frames: int | None = None
     # Gated cross-attention, inserted before every `cross_attn_every_n_layers`-th decoder block.
     cross_attn_every_n_layers: int = 1
     cross_attn_heads: int = 8
@@ -100,6 +103,8 @@ class FlamingoConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        if self.max_num_frames is not None and self.max_num_frames < 1:
+            raise ValueError(f"max_num_frames must be >= 1 or None, got {self.max_num_frames}")
         if self.cross_attn_every_n_layers < 1:
             raise ValueError(
                 f"cross_attn_every_n_layers must be >= 1, got {self.cross_attn_every_n_layers}"

@@ -6,6 +6,12 @@ Prompt formats (OpenFlamingo's conventions, docs/flamingo.md):
 - every other prompt: `<image>User: {prompt}\\nAssistant: {answer}<|endofchunk|>`.
 Few-shot: the demonstrations (image + answer, same format) joined by `\\n`, then the query.
 `vision_x` holds the demonstration images in order, then the query's image(s).
+
+A clip is one media of F frames (one `<image>` token, `vision_x` (1, F, 3, H, W)), as
+OpenFlamingo takes video: the perceiver sees all its frames at once, told apart by learned frame
+embeddings (`FlamingoConfig.max_num_frames`). A model without them (the published checkpoints)
+cannot order a clip's frames and refuses clips (`check_clips`); training on clips adds them,
+zero-initialised, so still images are encoded as before (`prepare_for_clips`).
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ def _prompt_parts(example: VisionTextExample) -> tuple[str, str | None]:
     """(text up to where the answer starts, answer text including the end-of-chunk token)."""
     from roadscene.models.flamingo.processing_flamingo import ENDOFCHUNK, MEDIA_TOKEN
 
-    media = MEDIA_TOKEN * len(example.images)
+    media = MEDIA_TOKEN * (1 if example.clip is not None else len(example.images))
     if example.prompt.strip() == CAPTION_PROMPT:
         prefix = f"{media}Output:"
         answer = None if example.answer is None else f"{example.answer}{ENDOFCHUNK}"
@@ -89,6 +95,9 @@ class FlamingoSizes(Sizes):
     text_layers: int = Field(2, ge=1, description="Language model layers.")
     num_latents: int = Field(8, ge=1, description="Perceiver latents per image.")
     gate_init: float = Field(0.0, description="Initial value of every tanh gate.")
+    max_frames: int | None = Field(
+        None, ge=1, le=64, description="Frame embeddings for clips of up to this many frames."
+    )
 
 
 class FlamingoFamily(ModelFamily):
@@ -129,6 +138,7 @@ class FlamingoFamily(ModelFamily):
     options_model = FlamingoTrainingSection
     #: Few-shot prompts: `VisionTextExample.demonstrations` go before the query.
     supports_demonstrations = True
+    supports_clips = True
     recipe = "openflamingo-3b-bvpi.yaml"
     recipe_trains_in_fp32 = True
     # CLIP's layers, the MPT blocks (each with its gated cross-attention) and the perceiver. The
@@ -271,22 +281,56 @@ class FlamingoFamily(ModelFamily):
         recipe = FlamingoTrainingSection.model_validate(options or {})
         return FlamingoTrainer(recipe=recipe, **trainer_kwargs)
 
+    def check_clips(self, model: Any, frames: int) -> None:
+        """Clips need frame embeddings for at least `frames` frames: without them the perceiver
+        would see a clip's frames as an unordered set (no motion)."""
+        have = getattr(model.config, "max_num_frames", None)
+        if have is None or have < frames:
+            reason = "no frame embeddings" if have is None else f"frame embeddings for {have}"
+            raise InputError(
+                f"this Flamingo model has {reason}, so it cannot tell the order of a clip's "
+                f"{frames} frames; train it on clips of {frames} frames first (training adds "
+                "them: docs/flamingo.md)",
+                field="model",
+            )
+
+    def prepare_for_clips(self, model: Any, frames: int) -> Any:
+        """Frame embeddings for clips of `frames` frames (`max_num_frames`), zero-initialised
+        where the model has none (or too few): still images are encoded as before, and the
+        perceiver learns them with the rest of its weights."""
+        from roadscene.models.flamingo.training import add_frame_embeddings
+
+        if (model.config.max_num_frames or 0) < frames:
+            add_frame_embeddings(model, frames)
+        return model
+
     # ----------------------------------------------------------------------------- tensors
     def encode(
         self, processor: FlamingoProcessor, example: VisionTextExample
     ) -> dict[str, torch.Tensor]:
         """input_ids/attention_mask (T,), labels (T,) (answer + `<|endofchunk|>` only) when the
-        example has an answer, vision_x (T_img, 1, 3, H, W): demonstration images, then the query's."""
+        example has an answer, vision_x (T_img, 1, 3, H, W): demonstration images, then the
+        query's; a clip: vision_x (1, F, 3, H, W), its frames as one media."""
         import torch
 
+        if example.images and example.clip is not None:
+            raise ValueError("an example holds images or a clip, not both")
         demonstrations = demonstrations_of(example)
+        if example.clip is not None and demonstrations:
+            raise ValueError("few-shot demonstrations are not combined with clips")
         tokenizer = processor.tokenizer
         prompt_ids = tokenizer(prompt_text(example), add_special_tokens=False, return_tensors="pt")[
             "input_ids"
         ][0]
-        images = [image for d in demonstrations for image in d.images] + list(example.images)
-        pixels = processor.pixels(images)  # (T_img, 3, H, W)
-        features: dict[str, torch.Tensor] = {"vision_x": pixels.unsqueeze(1)}  # (T_img, 1, 3, H, W)
+        features: dict[str, torch.Tensor] = {}
+        if example.clip is not None:
+            images = [example.clip.frames[0]]  # one media
+            pixels = processor.pixels(list(example.clip.frames))  # (F, 3, H, W)
+            features["vision_x"] = pixels.unsqueeze(0)  # (1, F, 3, H, W)
+        else:
+            images = [image for d in demonstrations for image in d.images] + list(example.images)
+            pixels = processor.pixels(images)  # (T_img, 3, H, W)
+            features["vision_x"] = pixels.unsqueeze(1)  # (T_img, 1, 3, H, W)
         input_ids = prompt_ids
         _, answer = _prompt_parts(example)
         if answer is not None:
@@ -313,20 +357,22 @@ class FlamingoFamily(ModelFamily):
 
         # Rows with fewer images (no demonstrations beside few-shot rows) get zero images after
         # their own: a text token attends only to the image its `<image>` count reaches, so no
-        # token ever sees the padding.
-        most = max(f["vision_x"].shape[0] for f in features)
-        padded = [
-            torch.cat(
-                [
-                    f["vision_x"],
-                    f["vision_x"].new_zeros(
-                        most - f["vision_x"].shape[0], *f["vision_x"].shape[1:]
-                    ),
-                ]
-            )
-            for f in features
-        ]
-        return {"vision_x": torch.stack(padded)}  # (B, T_img, 1, 3, H, W)
+        # token ever sees the padding. Rows with fewer frames (images beside clips) get zero
+        # frames, masked out of the perceiver by `frame_mask`.
+        media = max(f["vision_x"].shape[0] for f in features)
+        frames = max(f["vision_x"].shape[1] for f in features)
+        vision_x = features[0]["vision_x"].new_zeros(
+            len(features), media, frames, *features[0]["vision_x"].shape[2:]
+        )
+        frame_mask = torch.zeros(len(features), media, frames, dtype=torch.bool)
+        for row, feature in enumerate(features):
+            count, length = feature["vision_x"].shape[:2]
+            vision_x[row, :count, :length] = feature["vision_x"]
+            frame_mask[row, :, :length] = True
+        batch = {"vision_x": vision_x}  # (B, T_img, F, 3, H, W)
+        if not bool(frame_mask.all()):
+            batch["frame_mask"] = frame_mask
+        return batch
 
     def stop_token_ids(self, processor: FlamingoProcessor) -> list[int]:
         return [processor.endofchunk_token_id]
@@ -414,9 +460,9 @@ class FlamingoFamily(ModelFamily):
     def sequence_shape(self, features: dict[str, torch.Tensor]) -> SequenceShape:
         from roadscene.models.costs import SequenceShape
 
-        # vision_x (T_img, 1, 3, H, W)
+        # vision_x (T_img, F, 3, H, W): CLIP runs once per frame
         return SequenceShape(
             tokens=int(features["input_ids"].shape[0]),
             images=int(features["vision_x"].shape[0]),
-            tiles=1,
+            tiles=int(features["vision_x"].shape[1]),
         )

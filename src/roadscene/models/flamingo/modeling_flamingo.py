@@ -5,6 +5,13 @@ Parameter names follow OpenFlamingo's checkpoints (`perceiver.layers.{l}.0.to_q.
 `lang_encoder.transformer.blocks.{i}.gated_cross_attn_layer.attn_gate`, ...), so published
 weights load without renaming. Equations and checkpoint layout: docs/flamingo.md.
 
+Clips: one media may hold F frames (`vision_x` (B, T_img, F, 3, H, W)); the perceiver's
+latents attend to the patches of all of them. Without frame embeddings they would be an
+unordered set, so a model that takes clips has `config.max_num_frames` learned frame embeddings
+(OpenFlamingo's optional `frame_embs`, zero-initialised here so a still image is encoded as
+before), added to each frame's patches. Rows of a batch with fewer frames are padded and masked
+(`frame_mask`).
+
 Order: perceiver → masked cross-attention → gated block → Flamingo decoder block → model.
 """
 
@@ -52,8 +59,11 @@ class PerceiverAttention(nn.Module):
         self.to_kv = nn.Linear(dim, 2 * inner, bias=False)
         self.to_out = nn.Linear(inner, dim, bias=False)
 
-    def forward(self, media: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-        """media (B, T, n_media, D), latents (B, T, n_latents, D) -> (B, T, n_latents, D)."""
+    def forward(
+        self, media: torch.Tensor, latents: torch.Tensor, media_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """media (B, T, n_media, D), latents (B, T, n_latents, D) -> (B, T, n_latents, D);
+        `media_mask` (B, T, n_media) False for padding the latents must not see."""
         batch_size, num_media, num_latents, _ = latents.shape
         media = self.norm_media(media)
         latents = self.norm_latents(latents)
@@ -66,6 +76,10 @@ class PerceiverAttention(nn.Module):
 
         query, key, value = split_heads(query) * self.scale, split_heads(key), split_heads(value)
         scores = query @ key.transpose(-1, -2)  # (B, h, T, n_lat, n_media + n_lat)
+        if media_mask is not None:
+            keep = torch.cat([media_mask, media_mask.new_ones(latents.shape[:3])], dim=-1)
+            # (B, T, n_media + n_lat) -> (B, 1, T, 1, n_media + n_lat)
+            scores = scores.masked_fill(~keep[:, None, :, None, :], torch.finfo(scores.dtype).min)
         scores = scores - scores.amax(dim=-1, keepdim=True).detach()
         attended = scores.softmax(dim=-1) @ value  # (B, h, T, n_lat, d)
         # (B, h, T, n_lat, d) -> (B, T, n_lat, h·d)
@@ -77,10 +91,20 @@ class PerceiverResampler(nn.Module):
     """Maps each image's patch tokens to a fixed number of latents: (B, T, F, v, D) -> (B, T, n, D)."""
 
     def __init__(
-        self, dim: int, depth: int, heads: int, head_dim: int, num_latents: int, ff_mult: int
+        self,
+        dim: int,
+        depth: int,
+        heads: int,
+        head_dim: int,
+        num_latents: int,
+        ff_mult: int,
+        max_num_frames: int | None = None,
     ):
         super().__init__()
         self.latents = nn.Parameter(torch.randn(num_latents, dim))
+        self.frame_embs = (
+            nn.Parameter(torch.zeros(max_num_frames, dim)) if max_num_frames is not None else None
+        )
         self.layers = nn.ModuleList(
             [
                 nn.ModuleList(
@@ -91,12 +115,30 @@ class PerceiverResampler(nn.Module):
         )
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        batch_size, num_media = features.shape[:2]
+    def forward(
+        self, features: torch.Tensor, frame_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """features (B, T, F, v, D); `frame_mask` (B, T, F) False for padding frames."""
+        batch_size, num_media, num_frames, patches = features.shape[:4]
+        if self.frame_embs is not None:
+            if num_frames > self.frame_embs.shape[0]:
+                raise ValueError(
+                    f"{num_frames} frames per media but frame embeddings for "
+                    f"{self.frame_embs.shape[0]} (config.max_num_frames)"
+                )
+            features = features + self.frame_embs[:num_frames, None, :].to(features.dtype)
+        elif num_frames > 1:
+            raise ValueError(
+                "several frames per media need frame embeddings (config.max_num_frames); "
+                "without them the perceiver cannot tell the frames' order"
+            )
         media = features.flatten(2, 3)  # (B, T, F, v, D) -> (B, T, F·v, D)
+        media_mask = None
+        if frame_mask is not None:
+            media_mask = frame_mask.bool().repeat_interleave(patches, dim=-1)  # (B, T, F·v)
         latents = self.latents.expand(batch_size, num_media, -1, -1)  # (B, T, n, D)
         for attention, ff in self.layers:
-            latents = attention(media, latents) + latents
+            latents = attention(media, latents, media_mask) + latents
             latents = ff(latents) + latents
         return self.norm(latents)
 
@@ -252,6 +294,8 @@ class FlamingoPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.bias)
         elif isinstance(module, PerceiverResampler):
             init.normal_(module.latents, mean=0.0, std=1.0)
+            if module.frame_embs is not None:  # zero: a still image is encoded as without them
+                init.zeros_(module.frame_embs)
         elif isinstance(module, GatedCrossAttentionBlock):
             init.constant_(module.attn_gate, self.config.gate_init)
             init.constant_(module.ff_gate, self.config.gate_init)
@@ -272,6 +316,7 @@ class FlamingoForConditionalGeneration(FlamingoPreTrainedModel, GenerationMixin)
             head_dim=config.perceiver_head_dim,
             num_latents=config.perceiver_num_latents,
             ff_mult=config.perceiver_ff_mult,
+            max_num_frames=config.max_num_frames,
         )
         self.lang_encoder = FlamingoLanguageModel(config)
         self.post_init()
@@ -282,10 +327,13 @@ class FlamingoForConditionalGeneration(FlamingoPreTrainedModel, GenerationMixin)
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.lang_encoder.transformer.wte = value
 
-    def encode_vision(self, vision_x: torch.Tensor) -> torch.Tensor:
+    def encode_vision(
+        self, vision_x: torch.Tensor, frame_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, T_img, F, 3, H, W) pixels -> (B, T_img, n_latents, D_v) perceiver latents.
 
-        CLIP patch tokens of the last layer, CLS dropped, without the post LayerNorm.
+        CLIP patch tokens of the last layer, CLS dropped, without the post LayerNorm;
+        `frame_mask` (B, T_img, F) marks padding frames (False) the perceiver ignores.
         """
         if vision_x.ndim != 6:
             raise ValueError(
@@ -297,7 +345,7 @@ class FlamingoForConditionalGeneration(FlamingoPreTrainedModel, GenerationMixin)
         patches = self.vision_encoder(pixel_values=pixels).last_hidden_state[:, 1:]  # (B·T·F, v, D)
         # (B·T·F, v, D) -> (B, T, F, v, D)
         patches = patches.reshape(batch_size, num_media, num_frames, *patches.shape[1:])
-        return self.perceiver(patches)
+        return self.perceiver(patches, frame_mask)
 
     def text_time(self, input_ids: torch.LongTensor) -> torch.LongTensor:
         """Image index each token sees: cumulative count of `<image>` tokens (the token counts itself)."""
@@ -310,6 +358,7 @@ class FlamingoForConditionalGeneration(FlamingoPreTrainedModel, GenerationMixin)
         media: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         text_time: torch.LongTensor | None = None,
+        frame_mask: torch.Tensor | None = None,
         cache: Cache | None = None,
         use_cache: bool | None = None,
         labels: torch.LongTensor | None = None,
@@ -324,7 +373,7 @@ class FlamingoForConditionalGeneration(FlamingoPreTrainedModel, GenerationMixin)
         if media is None:
             if vision_x is None:
                 raise ValueError("Flamingo needs images: pass vision_x (pixels) or media (latents)")
-            media = self.encode_vision(vision_x)
+            media = self.encode_vision(vision_x, frame_mask)
         if use_cache is None:  # no cache while training: nothing would read it
             use_cache = self.config.use_cache and not self.training
         if use_cache and cache is None:
@@ -382,6 +431,7 @@ class FlamingoForConditionalGeneration(FlamingoPreTrainedModel, GenerationMixin)
         vision_x: torch.Tensor | None = None,
         media: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        frame_mask: torch.Tensor | None = None,
         **generation_kwargs,
     ) -> torch.LongTensor:
         """Greedy / beam search. Images are encoded once here; generate() repeats the latents
@@ -390,7 +440,7 @@ class FlamingoForConditionalGeneration(FlamingoPreTrainedModel, GenerationMixin)
         if media is None:
             if vision_x is None:
                 raise ValueError("Flamingo needs images: pass vision_x (pixels) or media (latents)")
-            media = self.encode_vision(vision_x)
+            media = self.encode_vision(vision_x, frame_mask)
         if attention_mask is not None and bool((attention_mask[:, -1] == 0).any()):
             raise ValueError("batched generation needs left padding (a row ends with padding)")
         generation_kwargs.setdefault("eos_token_id", self.config.endofchunk_token_id)

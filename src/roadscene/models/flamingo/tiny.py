@@ -92,6 +92,7 @@ def tiny_config(tokenizer: PreTrainedTokenizerFast, **sizes: int) -> FlamingoCon
         cross_attn_head_dim=16,
         cross_attn_ff_mult=2,
         gate_init=0.0,
+        max_num_frames=size["max_frames"],
         media_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         endofchunk_token_id=tokenizer.convert_tokens_to_ids("<|endofchunk|>"),
         pad_token_id=tokenizer.pad_token_id,

@@ -34,7 +34,8 @@ def is_trainable_name(name: str) -> bool:
 
 
 def prepare_for_training(model: nn.Module, recipe: FlamingoTrainingSection) -> nn.Module:
-    """Freeze everything except the perceiver, the cross-attention and the two new token rows."""
+    """Freeze everything except the perceiver (with its frame embeddings, when it has them),
+    the cross-attention and the two new token rows."""
     config = model.config
     model.requires_grad_(False)
     for name, param in model.named_parameters():
@@ -55,6 +56,19 @@ def prepare_for_training(model: nn.Module, recipe: FlamingoTrainingSection) -> n
                 if name.endswith(GATE_NAMES):
                     param.fill_(recipe.gate_init)
     return model
+
+
+def add_frame_embeddings(model: nn.Module, frames: int) -> None:
+    """Frame embeddings for clips of up to `frames` frames (existing rows kept, new rows zero),
+    recorded in the config so the saved model has them."""
+    perceiver = model.perceiver
+    old = perceiver.frame_embs
+    dim = perceiver.latents.shape[1]
+    new = torch.zeros(frames, dim, dtype=perceiver.latents.dtype, device=perceiver.latents.device)
+    if old is not None:
+        new[: old.shape[0]] = old.detach()
+    perceiver.frame_embs = nn.Parameter(new)
+    model.config.max_num_frames = frames
 
 
 def parameter_groups(

@@ -1,0 +1,82 @@
+"""`roadscene demo --video`: a shortened run of the clip model and of its last-frame control goes
+end to end (clips on disk -> clips rendered for training -> predictions -> motion scored -> report)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from roadscene.demo import SUMMARY_FILE, DemoConfig, run_demo
+from roadscene.demo.config import VIDEO_BAR
+from roadscene.io import read_records
+from roadscene.predict import ModelCard
+
+
+def _short(out: Path, **options) -> DemoConfig:
+    return DemoConfig(
+        out=out,
+        video=True,
+        clip_frames=3,
+        steps=2,
+        batch_size=2,
+        warmup_steps=1,
+        n_train=2,
+        n_val=1,
+        n_test=3,
+        predict_batch_size=3,
+        max_new_tokens=24,
+        gallery_size=2,
+        caption_metrics=False,
+        threads=1,
+        sizes={
+            "vision_hidden_size": 32,
+            "vision_layers": 1,
+            "text_hidden_size": 32,
+            "text_layers": 1,
+            "num_attention_heads": 2,
+            "vocab_size": 300,
+        },
+        **options,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("frames_seen", ["all", "last"])
+def test_short_video_demo_scores_motion(tmp_path, frames_seen) -> None:
+    config = _short(tmp_path / "run", frames_seen=frames_seen)
+    result = run_demo(config, log=lambda _: None)
+    out = result.out
+    rows = [row for _, row in read_records(out / "data" / "bvpi_sft_test.jsonl")]
+    assert len(rows) == 3 and all(row["video"].endswith(".webm") for row in rows)
+    predictions = [row for _, row in read_records(out / "predictions_test.jsonl")]
+    assert [p["video"] for p in predictions] == [row["video"] for row in rows]
+    card = ModelCard.read(out / "train" / "model")
+    assert (card.clip.frames, card.clip.seen) == (3, frames_seen)
+    for name in ("motion accuracy", "motion majority-class rate", "sidewalk accuracy"):
+        assert name in result.metrics
+    summary = json.loads((out / SUMMARY_FILE).read_text())
+    report = (out / "report" / "report.md").read_text()
+    gallery = (out / "report" / "gallery.html").read_text()
+    assert 'class="clip"' in gallery  # clips shown as their frames side by side
+    if frames_seen == "last":
+        assert summary["bar"] == {k: v for k, v in VIDEO_BAR.items() if k != "motion accuracy"}
+        majority = result.metrics["motion majority-class rate"]
+        if majority is not None:
+            assert summary["motion_ceiling"] == pytest.approx(majority + 0.15)
+        assert "the last frame of each clip only (the control)" in report
+    else:
+        assert summary["bar"] == VIDEO_BAR
+        assert "seeing 3 frames of each clip" in report
+
+
+def test_video_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="frames_seen applies to --video only"):
+        DemoConfig(frames_seen="last")
+    with pytest.raises(ValueError, match="--conditions applies to the still-image demo"):
+        DemoConfig(video=True, conditions=["fog"])
+    assert (
+        DemoConfig(video=True, minutes=4.25).train_steps()
+        == DemoConfig(video=True).train_steps() // 2
+    )
