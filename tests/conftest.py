@@ -291,3 +291,27 @@ def tiny_clips_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         clips=ClipOptions(frames=8, fps=4),
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def token_weighted_loss_check():
+    """A check that a right-padded batch's loss is its examples' token-weighted loss (padding
+    carries no loss): `check(family, loaded, features)` for encoded examples with labels."""
+
+    def check(family, loaded, features) -> None:
+        import torch
+
+        from roadscene.models.base import IGNORE_INDEX
+
+        with torch.no_grad():
+            batch = family.collate(loaded.processor, features, padding_side="right")
+            batch_loss = float(loaded.model(**batch).loss)
+            losses, counts = [], []
+            for f in features:
+                single = family.collate(loaded.processor, [f], padding_side="right")
+                losses.append(float(loaded.model(**single).loss))
+                counts.append(int((f["labels"][1:] != IGNORE_INDEX).sum()))
+        weighted = sum(loss * n for loss, n in zip(losses, counts, strict=True)) / sum(counts)
+        assert batch_loss == pytest.approx(weighted, rel=1e-5)
+
+    return check

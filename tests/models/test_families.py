@@ -114,7 +114,9 @@ def test_batched_generation_equals_one_by_one(family_model) -> None:
     assert together == alone
 
 
-def test_padded_batch_loss_equals_the_examples_losses(family_model) -> None:
+def test_padded_batch_loss_equals_the_examples_losses(
+    family_model, token_weighted_loss_check
+) -> None:
     """Right padding carries no loss: the batch's token-weighted loss is the examples'."""
     family, loaded = family_model
     examples = [
@@ -122,16 +124,7 @@ def test_padded_batch_loss_equals_the_examples_losses(family_model) -> None:
         for i, im in enumerate(_images())
     ]
     features = [family.encode(loaded.processor, ex) for ex in examples]
-    with torch.no_grad():
-        batch = family.collate(loaded.processor, features, padding_side="right")
-        batch_loss = float(loaded.model(**batch).loss)
-        losses, counts = [], []
-        for f in features:
-            single = family.collate(loaded.processor, [f], padding_side="right")
-            losses.append(float(loaded.model(**single).loss))
-            counts.append(int((f["labels"][1:] != IGNORE_INDEX).sum()))
-    weighted = sum(loss * n for loss, n in zip(losses, counts, strict=True)) / sum(counts)
-    assert batch_loss == pytest.approx(weighted, rel=1e-5)
+    token_weighted_loss_check(family, loaded, features)
 
 
 def test_generate_returns_answer_text_only(family_model) -> None:

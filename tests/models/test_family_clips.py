@@ -59,7 +59,9 @@ def test_clip_features_and_answer_only_labels(clip_model) -> None:
     assert pixels, "the clip's frames reach the model"
 
 
-def test_mixed_batch_of_clips_and_images_equals_each_alone(clip_model) -> None:
+def test_mixed_batch_of_clips_and_images_equals_each_alone(
+    clip_model, token_weighted_loss_check
+) -> None:
     family, loaded = clip_model
     examples = [
         VisionTextExample(images=[], clip=_clip(seed=1), prompt="Describe.", answer=ANSWER),
@@ -69,16 +71,7 @@ def test_mixed_batch_of_clips_and_images_equals_each_alone(clip_model) -> None:
         VisionTextExample(images=[], clip=_clip(seed=3), prompt="What moves?", answer=ANSWER[:50]),
     ]
     features = [family.encode(loaded.processor, ex) for ex in examples]
-    with torch.no_grad():
-        batch = family.collate(loaded.processor, features, padding_side="right")
-        batch_loss = float(loaded.model(**batch).loss)
-        losses, counts = [], []
-        for f in features:
-            single = family.collate(loaded.processor, [f], padding_side="right")
-            losses.append(float(loaded.model(**single).loss))
-            counts.append(int((f["labels"][1:] != IGNORE_INDEX).sum()))
-    weighted = sum(loss * n for loss, n in zip(losses, counts, strict=True)) / sum(counts)
-    assert batch_loss == pytest.approx(weighted, rel=1e-5)
+    token_weighted_loss_check(family, loaded, features)
     queries = [VisionTextExample(**{**ex.__dict__, "answer": None}) for ex in examples]
     together = family.generate(loaded.model, loaded.processor, queries, max_new_tokens=8)
     alone = [
