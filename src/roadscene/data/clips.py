@@ -157,13 +157,11 @@ def open_frames_clip(
 
 @dataclass(frozen=True)
 class VideoTimeline:
-    """What decoding a video found: each frame's time in seconds (from the first frame), the
-    frame rate and the frame size."""
+    """What decoding a video found: each frame's time in seconds (from the first frame) and the
+    frame rate."""
 
     times: tuple[float, ...]
     fps: float
-    width: int
-    height: int
 
 
 def _video_error(err: BaseException) -> str:
@@ -230,7 +228,7 @@ def read_timeline(path: Path, *, where: str = "") -> VideoTimeline:
         fps = (len(times) - 1) / times[-1]
     else:
         fps = DEFAULT_FRAMES_FPS
-    return VideoTimeline(tuple(times), fps, width, height)
+    return VideoTimeline(tuple(times), fps)
 
 
 def read_video_frames(
@@ -271,7 +269,7 @@ def open_video_clip(
     if total < count:
         raise InputError(too_few_frames(total, count, "video") + where, path=path)
     indices = sample_indices(total, count)
-    frames = tuple(image.convert("RGB") for image in read_video_frames(path, indices, where=where))
+    frames = tuple(read_video_frames(path, indices, where=where))  # RGB already
     return Clip(
         frames=frames,
         timestamps=tuple(timeline.times[i] for i in indices),

@@ -161,11 +161,11 @@ def check_images(
     records: list[ExampleRecord], on_bad_image: OnBadImage
 ) -> tuple[list[ExampleRecord], BadImages]:
     """Open every image (and clip) once up front so a bad one fails before any model work
-    starts. Also takes preference pairs (`PairRecord`: an image, never a clip)."""
+    starts. Also takes preference pairs (`PairRecord`, whose `clip` is always None)."""
     kept: list[ExampleRecord] = []
     bad = BadImages()
     for record in records:
-        clip = getattr(record, "clip", None)
+        clip = record.clip
         try:
             if clip is not None:
                 clip.open(source=record.source, line=record.line)

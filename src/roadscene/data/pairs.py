@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from roadscene.data.images import resolve_image
 from roadscene.errors import InputError
@@ -20,6 +20,8 @@ from roadscene.io import read_records
 @dataclass
 class PairRecord:
     """One preference pair before its image is read."""
+
+    clip: ClassVar[None] = None  # pairs are about one image, never a clip (`check_images`)
 
     image: str  # as written in the data file
     image_path: Path  # resolved

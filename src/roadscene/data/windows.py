@@ -130,7 +130,7 @@ def video_windows(path: Path, plan: WindowPlan) -> Iterator[ClipWindow]:
     position = 0
     for window in plan.windows:
         while any(p not in decoded for p in window.picks):
-            decoded[wanted[position]] = next(frames).convert("RGB")
+            decoded[wanted[position]] = next(frames)
             position += 1
         yield _window(window, [decoded.pop(p) for p in window.picks], plan.fps)
 

@@ -26,7 +26,7 @@ from roadscene.metrics.stats import (
 )
 from roadscene.metrics.truth import FIELD_REPORT_NAMES, FIELDS
 from roadscene.schema import (
-    MOTIONS,
+    MOTION_WORDS,
     MOVING_CLASSES,
     OBJECT_CLASSES,
     RELATION_VALUES,
@@ -45,7 +45,7 @@ FIELD_LABELS: dict[str, tuple[str, ...]] = {
 SIDES: tuple[str, ...] = ("near", "far")
 
 
-MOTION_LABELS: tuple[str, ...] = ("static", *MOTIONS)
+MOTION_LABELS: tuple[str, ...] = MOTION_WORDS
 
 
 def _object_outcome(

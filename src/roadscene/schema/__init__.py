@@ -25,6 +25,7 @@ from roadscene.schema.tables import (
 from roadscene.schema.values import (
     ANNOTATION_COLUMNS,
     FORM_CLASSES,
+    MOTION_WORDS,
     MOTIONS,
     MOVING_CLASSES,
     NORMALISED_POSITIONS,
@@ -52,6 +53,7 @@ __all__ = [
     "AnnotationTable",
     "FORM_CLASSES",
     "FormPosition",
+    "MOTION_WORDS",
     "MOTIONS",
     "MOVING_CLASSES",
     "NORMALISED_POSITIONS",

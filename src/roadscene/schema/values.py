@@ -25,6 +25,8 @@ OBJECT_CLASSES: tuple[str, ...] = (
 # How a close object moves in a clip (absent: it stands still), and the classes that can move:
 # a motion word follows only their phrases (docs/targets.md).
 MOTIONS: tuple[str, ...] = ("approaching", "moving away", "crossing")
+#: Every motion a close moving object may have: `static` (no motion word) and `MOTIONS`.
+MOTION_WORDS: tuple[str, ...] = ("static", *MOTIONS)
 MOVING_CLASSES: tuple[str, ...] = ("person", "bicycle", "car")
 # Classes in the form that are never rendered into targets.
 VEGETATION_CLASSES: tuple[str, ...] = ("grass", "plants", "trees")

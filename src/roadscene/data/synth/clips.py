@@ -23,10 +23,10 @@ from roadscene.data.examples import VisionTextExample
 from roadscene.data.synth.render import RenderOptions, render_scene
 from roadscene.data.synth.rendered import RenderedScenes
 from roadscene.data.synth.scenes import SceneDistribution, structured_target
-from roadscene.schema import MOTIONS, MOVING_CLASSES, SceneAnnotation
+from roadscene.schema import MOTION_WORDS, MOVING_CLASSES, SceneAnnotation
 
 #: What a close moving object may do (`static`: no motion word).
-CLIP_MOTIONS: tuple[str, ...] = ("static", *MOTIONS)
+CLIP_MOTIONS: tuple[str, ...] = MOTION_WORDS
 
 
 class ClipOptions(BaseModel):
