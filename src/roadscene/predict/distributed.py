@@ -182,7 +182,7 @@ def _stream(
     # One block per batch: a block is redone whole after a fault, and its rows reach the
     # file when it finishes, so a crash costs at most a batch per worker. The rows are built
     # here (no read task): a read task could wait forever for a CPU the workers hold.
-    rows = [{"line": r.line, "record": pickle.dumps(r)} for r in job.todo]
+    rows = [{"record": pickle.dumps(r)} for r in job.todo]
     blocks = -(-len(rows) // batch_size)
     gpus = ray_settings.gpus_per_worker
     dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(

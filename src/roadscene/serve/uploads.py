@@ -18,7 +18,7 @@ from roadscene.serve.guard import ApiError
 if TYPE_CHECKING:
     from PIL import Image
 
-IMAGE_TYPES: dict[str, str] = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WEBP"}
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")
 CLIP_TYPES = frozenset({"video/mp4", "video/webm", "video/quicktime", "video/x-matroska"})
 
 

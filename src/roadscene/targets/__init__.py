@@ -19,7 +19,6 @@ from roadscene.targets.answer import (
 from roadscene.targets.cue import (
     CUE_ACTIONS,
     URGENCY_LEVELS,
-    VERBOSITY_LEVELS,
     NavigationCue,
     Urgency,
     Verbosity,
@@ -40,7 +39,6 @@ __all__ = [
     "NO_NEARBY",
     "OBJECT_NAMES",
     "URGENCY_LEVELS",
-    "VERBOSITY_LEVELS",
     "GrammarOptions",
     "NavigationCue",
     "ObjectMention",

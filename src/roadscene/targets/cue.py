@@ -63,7 +63,6 @@ PATH_CLEAR = "Path clear"
 Urgency = Literal["low", "medium", "high"]
 URGENCY_LEVELS: tuple[str, ...] = Urgency.__args__  # type: ignore[attr-defined]  # low -> high
 Verbosity = Literal["brief", "normal", "detailed"]
-VERBOSITY_LEVELS: tuple[str, ...] = Verbosity.__args__  # type: ignore[attr-defined]
 # Positions as clock hours for a walker facing 12 o'clock.
 CLOCK_HOURS: dict[str, int] = {"left": 10, "center": 12, "right": 2}
 
