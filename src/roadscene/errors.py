@@ -81,3 +81,22 @@ class InputError(Exception):
         if field is not None:
             where += f"field '{field}': "
         super().__init__(one_line(f"{where}{message}"))
+
+
+def option_error(
+    err: Any, *, whole: str | None, renames: dict[str, str] | None = None
+) -> InputError:
+    """The InputError for a pydantic ValidationError `err` of settings built from command-line
+    options: its first error, naming the option (`--batch-size`; `renames` maps a field to an
+    option named otherwise) and the value given. An error about the settings as a whole is
+    labelled `whole` (None: the message alone)."""
+    first = err.errors()[0]
+    message = first["msg"].removeprefix("Value error, ")
+    if first["loc"]:
+        name = str(first["loc"][0])
+        option = (renames or {}).get(name) or "--" + name.replace("_", "-")
+    elif whole is None:
+        return InputError(message)
+    else:
+        option = whole
+    return InputError(f"{option}: {message} (got {first['input']!r})")

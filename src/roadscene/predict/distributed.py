@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from roadscene.errors import InputError
+from roadscene.errors import InputError, option_error
 from roadscene.predict.predictor import ModelCard, Predictor
 from roadscene.predict.runner import (
     PredictionJob,
@@ -64,9 +64,7 @@ class RaySettings(BaseModel):
         try:
             return cls(**options)  # type: ignore[arg-type]
         except ValidationError as err:
-            first = err.errors()[0]
-            option = "--" + str(first["loc"][0]).replace("_", "-")
-            raise InputError(f"{option}: {first['msg']} (got {first['input']!r})") from None
+            raise option_error(err, whole="options") from None
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from roadscene.data.examples import to_example
 from roadscene.data.images import check_images
 from roadscene.data.records import ExampleRecord, load_records
-from roadscene.errors import InputError
+from roadscene.errors import InputError, option_error
 from roadscene.io import (
     atomic_write,
     check_output,
@@ -86,10 +86,7 @@ class PairSettings(BaseModel):
         try:
             return cls(**options)  # type: ignore[arg-type]
         except ValidationError as err:
-            first = err.errors()[0]
-            option = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "options"
-            message = first["msg"].removeprefix("Value error, ")
-            raise InputError(f"{option}: {message} (got {first['input']!r})") from None
+            raise option_error(err, whole="options") from None
 
     def decoding(self) -> Decoding:
         return Decoding(

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from roadscene.data.clips import ClipSettings
 from roadscene.data.records import STRUCTURED_TASKS
-from roadscene.errors import InputError
+from roadscene.errors import InputError, option_error
 from roadscene.targets import GrammarOptions
 
 
@@ -110,11 +110,9 @@ class PredictSettings(BaseModel):
         try:
             return cls(**options)  # type: ignore[arg-type]
         except ValidationError as err:
-            first = err.errors()[0]
-            name = str(first["loc"][0]) if first["loc"] else "settings"
-            option = "--format" if name == "output_format" else "--" + name.replace("_", "-")
-            message = first["msg"].removeprefix("Value error, ")
-            raise InputError(f"{option}: {message} (got {first['input']!r})", field=None) from None
+            raise option_error(
+                err, whole="--settings", renames={"output_format": "--format"}
+            ) from None
 
     def for_task(self, task: str) -> PredictSettings:
         """These settings for the resolved `task` (not auto), with `structured` decided and every

@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from roadscene.data.quality import FrameThresholds
-from roadscene.errors import InputError
+from roadscene.errors import option_error
 from roadscene.predict.settings import Decoding
 from roadscene.targets import GrammarOptions
 
@@ -103,12 +103,7 @@ class ServeSettings(BaseModel):
         try:
             return cls(**options)  # type: ignore[arg-type]
         except ValidationError as err:
-            first = err.errors()[0]
-            message = first["msg"].removeprefix("Value error, ")
-            if not first["loc"]:
-                raise InputError(message) from None
-            option = "--" + str(first["loc"][0]).replace("_", "-")
-            raise InputError(f"{option}: {message} (got {first['input']!r})") from None
+            raise option_error(err, whole=None) from None
 
     @property
     def loopback(self) -> bool:
