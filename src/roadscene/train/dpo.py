@@ -29,6 +29,8 @@ from roadscene.train.stage import (
     image_root,
     load_eval_rows,
     load_trainable_model,
+    optimizers,
+    report_skipped,
     run_callbacks,
     start_run,
     training_arguments,
@@ -91,8 +93,7 @@ def run_dpo(
     )
     eval_rows, bad_rows = load_eval_rows(config) if config.generation_eval.enabled else ([], [])
     skipped = len(bad_train) + len(bad_eval) + len(bad_rows)
-    if skipped:
-        print(f"skipped {skipped} rows with missing or unreadable images (data.on_bad_image=skip)")
+    report_skipped(skipped)
 
     model, processor = load_trainable_model(config, family)
     # Adapters: TRL freezes a copy of the starting adapter as the reference. Full training: a
@@ -148,12 +149,7 @@ def run_dpo(
         eval_dataset=rows(eval_pairs, len(train_pairs)) if evaluate else None,
         processing_class=processor,
         callbacks=callbacks,
-        optimizers=(
-            family.create_optimizer(
-                model, learning_rate=train_cfg.learning_rate, options=config.family_options
-            ),
-            None,
-        ),
+        optimizers=optimizers(config, family, model),
     )
     output = trainer.train(resume_from_checkpoint=last_checkpoint)
     return finish_run(

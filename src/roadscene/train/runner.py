@@ -25,6 +25,8 @@ from roadscene.train.stage import (
     load_eval_rows,
     load_split,
     load_trainable_model,
+    optimizers,
+    report_skipped,
     run_callbacks,
     start_run,
     training_arguments,
@@ -130,8 +132,7 @@ def run_training(
             raise InputError(f"no usable training rows in split '{config.data.train_split}'")
     eval_records, bad_eval = load_eval_rows(config)
     skipped = len(bad_train) + len(bad_eval) + mix_skipped
-    if skipped:
-        print(f"skipped {skipped} rows with missing or unreadable images (data.on_bad_image=skip)")
+    report_skipped(skipped)
 
     if train_examples is None:
         train_examples = RecordExamples(train_records)
@@ -174,12 +175,7 @@ def run_training(
         callbacks=run_callbacks(
             config, family, processor, eval_records, prompts, extra_callbacks, epoch_callbacks
         ),
-        optimizers=(
-            family.create_optimizer(
-                model, learning_rate=train_cfg.learning_rate, options=config.family_options
-            ),
-            None,
-        ),
+        optimizers=optimizers(config, family, model),
     )
     output = trainer.train(resume_from_checkpoint=last_checkpoint)
     summary: dict[str, Any] = {"train_rows": len(train_dataset), "eval_rows": len(eval_records)}

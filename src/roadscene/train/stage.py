@@ -171,6 +171,20 @@ def _saved_family(folder: Path) -> str | None:
     return saved.model.family if saved is not None else None
 
 
+def report_skipped(skipped: int) -> None:
+    """Say how many rows `data.on_bad_image: skip` left out (nothing when none)."""
+    if skipped:
+        print(f"skipped {skipped} rows with missing or unreadable images (data.on_bad_image=skip)")
+
+
+def optimizers(config: TrainConfig, family: Any, model: Any) -> tuple[Any, None]:
+    """The Trainer's (optimizer, scheduler): the family's optimizer, the Trainer's schedule."""
+    optimizer = family.create_optimizer(
+        model, learning_rate=config.train.learning_rate, options=config.family_options
+    )
+    return optimizer, None
+
+
 def best_metric(config: TrainConfig) -> str:
     # Field accuracy only means something when answers carry the fields (bvpi).
     return "field_accuracy" if config.data.task == "bvpi" else "loss"
