@@ -31,6 +31,7 @@ from roadscene.io.writing import (
     atomic_write,
     check_output,
     dumps_line,
+    place_errors,
     remove_stale_temporaries,
     write_json,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "dumps_line",
     "loads_json",
     "loads_yaml",
+    "place_errors",
     "read_bytes",
     "read_csv",
     "read_json",

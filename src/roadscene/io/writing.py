@@ -44,7 +44,7 @@ def _cannot_write(path: Path, err: OSError) -> InputError:
 
 
 @contextlib.contextmanager
-def _place_errors(path: Path) -> Iterator[None]:
+def place_errors(path: Path) -> Iterator[None]:
     """OSErrors of creating, renaming or probing become one InputError naming `path`."""
     try:
         yield
@@ -168,7 +168,7 @@ def atomic_write(
 
     With `ours`, an existing `path` is replaced only when `ours(path)` says roadscene wrote it."""
     path = check_output(path, ours=ours, what=what)
-    with _place_errors(path):
+    with place_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(path)
         fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
@@ -176,7 +176,7 @@ def atomic_write(
         kwargs = {"encoding": encoding} if "b" not in mode else {}
         with _content_errors(path), os.fdopen(fd, mode, **kwargs) as handle:
             yield handle
-        with _place_errors(path):
+        with place_errors(path):
             os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -194,14 +194,14 @@ def atomic_dir(
     With `ours`, an existing non-empty `path` is written into only when `ours(path)` says
     roadscene wrote it."""
     path = check_output(path, folder=True, ours=ours, what=what)
-    with _place_errors(path):
+    with place_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(path)
         tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         with _content_errors(path):
             yield tmp
-        with _place_errors(path):
+        with place_errors(path):
             path.mkdir(parents=True, exist_ok=True)
             for item in tmp.iterdir():
                 target = path / item.name

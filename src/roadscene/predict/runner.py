@@ -29,7 +29,7 @@ from roadscene.data.examples import to_example
 from roadscene.data.images import check_images
 from roadscene.data.records import ExampleRecord, detect_task, load_records
 from roadscene.errors import InputError
-from roadscene.io import atomic_write, check_output, dumps_line, read_records
+from roadscene.io import atomic_write, check_output, dumps_line, place_errors, read_records
 from roadscene.predict.predictor import ModelCard, Predictor
 from roadscene.predict.settings import PredictSettings
 from roadscene.predict.views import parsed_fields, prediction_views
@@ -260,11 +260,9 @@ class PredictionWriter:
         """The output, opened for appending with the first answers: a run that fails before
         them leaves no file behind."""
         out = self.job.out
-        try:
+        with place_errors(out):
             out.parent.mkdir(parents=True, exist_ok=True)
             return open(out, "a", encoding="utf-8", newline="")
-        except OSError as err:
-            raise InputError(f"cannot write here: {err.strerror or err}", path=out) from None
 
     def write(self, lines: Iterable[tuple[int, str]]) -> int:
         """Append (data line, output line) pairs; returns how many were new."""
