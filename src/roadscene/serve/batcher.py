@@ -32,9 +32,9 @@ class BatcherStopped(Exception):
 
 
 class BatchObserver(Protocol):
-    """What the batcher reports (the server's metrics implement it)."""
+    """What the batcher reports (the server's metrics implement it; the queue depth is read
+    from `MicroBatcher.depth` when metrics are asked for)."""
 
-    def queue_depth(self, depth: int) -> None: ...
     def batch_done(self, size: int, seconds: float) -> None: ...
     def batch_retried(self, size: int) -> None: ...
 
@@ -109,12 +109,7 @@ class MicroBatcher(Generic[T, R]):
             raise QueueFull(f"{self._queue.qsize()} frames are waiting for the model")
         job = _Job(payload, asyncio.get_running_loop().create_future())
         self._queue.put_nowait(job)
-        self._report_depth()
         return await job.future
-
-    def _report_depth(self) -> None:
-        if self.observer is not None:
-            self.observer.queue_depth(self.depth)
 
     async def _gather(self) -> list[_Job]:
         assert self._queue is not None
@@ -138,7 +133,6 @@ class MicroBatcher(Generic[T, R]):
         loop = asyncio.get_running_loop()
         while True:
             batch = [job for job in await self._gather() if not job.future.done()]
-            self._report_depth()
             if not batch:
                 continue
             started = time.perf_counter()

@@ -58,8 +58,6 @@ class ServeMetrics:
         self.sessions = Gauge("roadscene_sessions", "Live sessions.", registry=registry)
 
     # the batcher's observer interface
-    def queue_depth(self, depth: int) -> None:
-        self.queue.set(depth)
 
     def batch_done(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
