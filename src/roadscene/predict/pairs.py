@@ -108,10 +108,10 @@ class PairsSummary:
         return int(self.report.get("pairs", 0))
 
 
-def mistakes(answer: str | ParsedResponse, truth: ParsedResponse) -> list[str]:
+def mistakes(answer: str, truth: ParsedResponse) -> list[str]:
     """What `answer` gets wrong that matters to a pedestrian (kinds of `MISTAKES`), by the strict
     parser: a field not stated counts as wrong; close objects are compared by class and side."""
-    said = answer if isinstance(answer, ParsedResponse) else parse_response(answer)
+    said = parse_response(answer)
     found = [
         f"wrong_{name}"
         for name in ("sidewalk", "road", "relation")
