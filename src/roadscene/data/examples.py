@@ -36,6 +36,10 @@ class VisionTextExample:
     demonstrations: list[VisionTextExample] = field(default_factory=list)
     clip: Clip | None = None
 
+    def __post_init__(self) -> None:
+        if self.images and self.clip is not None:
+            raise ValueError("an example holds images or a clip, not both")
+
     @property
     def frames(self) -> list[Image.Image]:
         """Every picture the example shows: its clip's frames, else its images."""

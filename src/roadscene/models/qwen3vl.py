@@ -312,8 +312,6 @@ class Qwen3VLFamily(ModelFamily):
         clip pixel_values_videos and video_grid_thw (1, 3)."""
         import torch
 
-        if example.images and example.clip is not None:
-            raise ValueError("an example holds images or a clip, not both")
         clip = example.clip
         encoded = processor(
             text=[self.prompt_text(processor, example)],

@@ -331,8 +331,6 @@ class SmolVLMFamily(ModelFamily):
     def encode(self, processor: Any, example: VisionTextExample) -> dict[str, torch.Tensor]:
         import torch
 
-        if example.images and example.clip is not None:
-            raise ValueError("an example holds images or a clip, not both")
         prompt = self.prompt_text(processor, example)
         image_processor = processor.image_processor
         if example.clip is not None:

@@ -313,8 +313,6 @@ class FlamingoFamily(ModelFamily):
         query's; a clip: vision_x (1, F, 3, H, W), its frames as one media."""
         import torch
 
-        if example.images and example.clip is not None:
-            raise ValueError("an example holds images or a clip, not both")
         demonstrations = demonstrations_of(example)
         if example.clip is not None and demonstrations:
             raise ValueError("few-shot demonstrations are not combined with clips")
