@@ -147,16 +147,7 @@ class ModelFamily(abc.ABC):
         source = str(model_name_or_path)
         device = resolve_device(device)
         self.check_model_folder(source)
-        kwargs: dict[str, Any] = {"dtype": dtype or default_dtype(device)}
-        if quantization == "4bit":
-            from roadscene.models.finetune import bnb_4bit_config
-
-            kwargs["quantization_config"] = bnb_4bit_config()
-            kwargs["device_map"] = {"": device}
-        elif quantization != "none":
-            raise InputError(
-                f"unknown quantization '{quantization}'; allowed: none, 4bit", field="quantization"
-            )
+        kwargs = self.pretrained_kwargs(quantization, device, dtype)
         # Training runs save the processor (with its chat template) beside the adapter.
         processor_source = source
         if adapter is not None and (Path(adapter) / "processor_config.json").is_file():
@@ -164,6 +155,40 @@ class ModelFamily(abc.ABC):
         with loading_errors(source):
             processor = AutoProcessor.from_pretrained(processor_source)
             model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
+        return self.finish_load(model, processor, source, quantization, device, adapter)
+
+    def quantization_config(self) -> Any:
+        """bitsandbytes' 4-bit config for this family's models (QLoRA)."""
+        from roadscene.models.finetune import bnb_4bit_config
+
+        return bnb_4bit_config()
+
+    def pretrained_kwargs(
+        self, quantization: Quantization, device: str, dtype: torch.dtype | None
+    ) -> dict[str, Any]:
+        """`from_pretrained` keyword arguments: dtype (bf16 on CUDA, fp32 on CPU by default) and,
+        for 4-bit, the quantization config placed on `device`."""
+        kwargs: dict[str, Any] = {"dtype": dtype or default_dtype(device)}
+        if quantization == "4bit":
+            kwargs["quantization_config"] = self.quantization_config()
+            kwargs["device_map"] = {"": device}
+        elif quantization != "none":
+            raise InputError(
+                f"unknown quantization '{quantization}'; allowed: none, 4bit", field="quantization"
+            )
+        return kwargs
+
+    def finish_load(
+        self,
+        model: Any,
+        processor: Any,
+        source: str,
+        quantization: Quantization,
+        device: str,
+        adapter: str | Path | None,
+    ) -> LoadedModel:
+        """A loaded model on `device` (4-bit ones are placed while loading), with its adapter,
+        in eval mode."""
         if quantization == "none":
             model.to(device)
         if adapter is not None:

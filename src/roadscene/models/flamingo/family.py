@@ -32,8 +32,6 @@ from roadscene.models.base import (
     ModelFamily,
     Quantization,
     Sizes,
-    attach_adapter,
-    default_dtype,
     loading_errors,
     resolve_device,
 )
@@ -169,31 +167,17 @@ class FlamingoFamily(ModelFamily):
                 path=source,
             )
         self.check_model_folder(source)
-        if quantization not in ("none", "4bit"):
-            raise InputError(
-                f"unknown quantization '{quantization}'; allowed: none, 4bit", field="quantization"
-            )
         device = resolve_device(device)
-        kwargs: dict[str, Any] = {"dtype": dtype or default_dtype(device)}
-        if quantization == "4bit":
-            from roadscene.models.flamingo.adapters import quantization_config
-
-            kwargs["quantization_config"] = quantization_config()
-            kwargs["device_map"] = {"": device}
+        kwargs = self.pretrained_kwargs(quantization, device, dtype)
         with loading_errors(source):
             model = FlamingoForConditionalGeneration.from_pretrained(str(source), **kwargs)
             processor = FlamingoProcessor.from_pretrained(source)
-        if quantization == "none":
-            model.to(device)
-        if adapter is not None:
-            model = attach_adapter(model, adapter)
-        model.eval()
-        return LoadedModel(
-            model=model,
-            processor=processor,
-            source=str(source),
-            adapter=str(adapter) if adapter is not None else None,
-        )
+        return self.finish_load(model, processor, str(source), quantization, device, adapter)
+
+    def quantization_config(self) -> Any:
+        from roadscene.models.flamingo.adapters import quantization_config
+
+        return quantization_config()
 
     def build_tiny(
         self,
