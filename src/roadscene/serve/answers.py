@@ -102,8 +102,8 @@ def describe_answer(
     latency: LatencyOut,
 ) -> DescribeOut:
     """The JSON answer for one frame (`parsed` None: the model was not asked)."""
-    near = parsed.to_dict()["near"] if parsed is not None else {}
-    far = parsed.to_dict()["far"] if parsed is not None else {}
+    objects = parsed.to_dict() if parsed is not None else {"near": {}, "far": {}}
+    near, far = objects["near"], objects["far"]
     directions = clock_directions(parsed) if parsed is not None else {"close": [], "far": []}
     caption = parsed.context if parsed is not None else None
     fields = (
