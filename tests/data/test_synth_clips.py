@@ -43,22 +43,20 @@ def _person_box(pixels: np.ndarray) -> tuple[int, float, float]:
 
 def test_the_last_frame_is_the_still_image_and_motions_move_the_object() -> None:
     still = render_scene(_person(None), [0, 1], None)
-    first = {}
+    first, middle = {}, {}
     for motion in CLIP_MOTIONS:
         scene = _person(None if motion == "static" else motion)
         frames = render_clip(scene, [0, 1], None, ClipOptions(frames=8))
         assert len(frames) == 8
         assert np.array_equal(frames[-1], still), motion  # the end of every clip is the same
-        first[motion] = _person_box(frames[0])
-        if motion == "crossing":
-            middle = _person_box(frames[3])
+        first[motion], middle[motion] = _person_box(frames[0]), _person_box(frames[3])
     end = _person_box(still)
     assert first["approaching"][0] < 0.5 * end[0]  # far down the path: small
     assert first["approaching"][2] < end[2] - 5  # ... and higher in the image
     assert first["moving away"][0] > 1.3 * end[0]  # right in front: large
     # from one side, at walking pace: out of view at first, then in view beside its place
     assert first["crossing"][0] == 0
-    assert middle[0] > 0.6 * end[0] and abs(middle[1] - end[1]) > 20
+    assert middle["crossing"][0] > 0.6 * end[0] and abs(middle["crossing"][1] - end[1]) > 20
     assert 0.6 * end[0] < first["static"][0] < end[0]  # the walker closes in a little
     assert abs(first["static"][1] - end[1]) < 3
 

@@ -58,7 +58,6 @@ class ServeMetrics:
         self.sessions = Gauge("roadscene_sessions", "Live sessions.", registry=registry)
 
     # the batcher's observer interface
-
     def batch_done(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
         self.batch_seconds.observe(seconds)
