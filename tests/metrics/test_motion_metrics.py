@@ -49,6 +49,22 @@ def test_motion_accuracy_and_majority_rate() -> None:
     assert motion["confusion"]["labels"] == ["static", "approaching", "moving away", "crossing"]
 
 
+def test_standing_still_and_no_motion_word_score_alike() -> None:
+    named = _scene("a.webm", {"person": "standing still"})
+    unnamed = _scene("b.webm", {})  # an older clip annotation: a class left out stands still
+    assert named.moving("person") == unnamed.moving("person") == "static"
+    predictions = [
+        ("a.webm", HEADER + "a person close on the center."),
+        ("b.webm", HEADER + "a person close on the center, standing still."),
+    ]
+    truth = {"a.webm": named, "b.webm": unnamed}
+    motion = evaluate_safety(predictions, truth, mode="strict").report["strict"]["motion"]
+    assert motion["n"] == 2 and motion["accuracy"]["rate"] == pytest.approx(1.0)
+    wrong = [("a.webm", HEADER + "a person close on the center, approaching.")]
+    wrong_report = evaluate_safety(wrong, {"a.webm": named}, mode="strict").report["strict"]
+    assert wrong_report["motion"]["accuracy"]["rate"] == pytest.approx(0.0)
+
+
 def test_still_image_truth_reports_no_motion() -> None:
     still = _scene("a.jpg", None)
     text = render_response(still, None)

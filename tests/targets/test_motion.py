@@ -87,6 +87,22 @@ def test_synonyms_and_positions_after_the_motion_word() -> None:
     assert crossing.near["person"].motion == "crossing"
 
 
+def test_a_clip_names_standing_still_and_the_cue_treats_it_as_static() -> None:
+    scene = SceneAnnotation.build(
+        "c.webm", "right", "left", near={"person": ["center"]}, motion={"person": "standing still"}
+    )
+    text = render_response(scene, None)
+    assert text.endswith("Nearby: a person close on the center, standing still.")
+    parsed = parse_response(text)
+    assert parsed.near["person"].motion == "standing still"
+    assert scene.moving("person") == "static"  # scored like a clip's answer without a word
+    for synonym in ("not moving", "stationary"):
+        said = parse_response(f"Nearby: a person close on the center, {synonym}.")
+        assert said.near["person"].motion == "standing still", synonym
+    still_cue = navigation_cue("right", "left", "left_of", {"person": ["center"]})
+    assert cue_for_scene(scene) == still_cue and cue_for_parsed(parsed) == still_cue
+
+
 def test_still_answers_are_unchanged() -> None:
     still = SceneAnnotation.build("a.jpg", "left", "right", near={"person": ["center"]})
     assert still.motion is None and still.moving("person") == "static"

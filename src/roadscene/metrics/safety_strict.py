@@ -7,8 +7,8 @@ Per-sample scoring (:func:`score_strict_sample`) is separate from corpus aggrega
 
 Motion (clips): where the truth says how close objects move (`SceneAnnotation.motion` is not
 None), every close person, bicycle or car that the answer also names close is scored on its
-motion word (`static` when none is named); `motion` then appears in the report beside the
-accuracy of always answering the most frequent motion (the majority-class rate). Still-image
+motion word (`static`: standing still, or none named); `motion` then appears in the report beside
+the accuracy of always answering the most frequent motion (the majority-class rate). Still-image
 truth has no motion, and the report is then what it always was.
 """
 
@@ -33,6 +33,7 @@ from roadscene.schema import (
     ROAD_VALUES,
     SIDEWALK_VALUES,
     SceneAnnotation,
+    motion_label,
     road_vs_sidewalk,
 )
 from roadscene.targets import ObjectMention, parse_response
@@ -61,7 +62,7 @@ def _object_outcome(
         outcome["count_correct"] = mention.count == len(truth_positions)
         if motion is not None:
             outcome["motion"] = motion
-            outcome["motion_predicted"] = mention.motion or "static"
+            outcome["motion_predicted"] = motion_label(mention.motion)
     return outcome
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from roadscene.io import atomic_write
-from roadscene.schema import MOVING_CLASSES, OBJECT_CLASSES, SceneAnnotation
+from roadscene.schema import MOVING_CLASSES, OBJECT_CLASSES, SceneAnnotation, motion_label
 from roadscene.targets import cue_for_parsed, cue_for_scene, parse_response
 
 GALLERY_FILE = "gallery.html"
@@ -49,7 +49,7 @@ def item_verdicts(item: GalleryItem) -> dict[str, bool]:
     if item.truth.motion is not None:
         both = [cls for cls in MOVING_CLASSES if cls in parsed.near and item.truth.near.get(cls)]
         verdicts["motion"] = all(
-            (parsed.near[cls].motion or "static") == item.truth.moving(cls) for cls in both
+            motion_label(parsed.near[cls].motion) == item.truth.moving(cls) for cls in both
         )
     return verdicts
 

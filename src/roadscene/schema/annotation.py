@@ -19,13 +19,14 @@ from roadscene.schema.values import (
     MOVING_CLASSES,
     OBJECT_CLASSES,
     POSITIONS,
+    motion_label,
     normalize_position,
     parse_object_cell,
     road_vs_sidewalk,
 )
 
 _MIRRORED = {"left": "right", "right": "left"}
-Motion = Literal["approaching", "moving away", "crossing"]
+Motion = Literal["standing still", "approaching", "moving away", "crossing"]
 _POSITION_ORDER = list(POSITIONS)
 
 
@@ -85,8 +86,9 @@ class SceneAnnotation(BaseModel):
         )
 
     def moving(self, cls: str) -> str:
-        """What a close class does in a clip: its motion, or `static`."""
-        return (self.motion or {}).get(cls, "static")
+        """What a close class does in a clip, as scored (`motion_label`): its motion, or
+        `static` (standing still, or no motion given)."""
+        return motion_label((self.motion or {}).get(cls))
 
     def mirrored(self) -> SceneAnnotation:
         """The scene seen in a horizontally flipped image: left and right swapped in the

@@ -22,11 +22,13 @@ OBJECT_CLASSES: tuple[str, ...] = (
     "traffic_sign",
     "traffic_light",
 )
-# How a close object moves in a clip (absent: it stands still), and the classes that can move:
-# a motion word follows only their phrases (docs/targets.md).
-MOTIONS: tuple[str, ...] = ("approaching", "moving away", "crossing")
-#: Every motion a close moving object may have: `static` (no motion word) and `MOTIONS`.
-MOTION_WORDS: tuple[str, ...] = ("static", *MOTIONS)
+# How a close object moves in a clip, and the classes that can move: a motion word follows only
+# their phrases (docs/targets.md). A clip's answer names one for each of them, `standing still`
+# included; a still image's answer names none (one image cannot tell).
+STANDING_STILL = "standing still"
+MOTIONS: tuple[str, ...] = (STANDING_STILL, "approaching", "moving away", "crossing")
+#: The motions scored (`motion_label`): `static` (standing still, or no motion word named).
+MOTION_WORDS: tuple[str, ...] = ("static", *MOTIONS[1:])
 MOVING_CLASSES: tuple[str, ...] = ("person", "bicycle", "car")
 # Classes in the form that are never rendered into targets.
 VEGETATION_CLASSES: tuple[str, ...] = ("grass", "plants", "trees")
@@ -125,9 +127,14 @@ def parse_object_cell(value: Any) -> list[str]:
     return [piece.lower() for piece in pieces if piece in _CELL_POSITIONS]
 
 
+def motion_label(word: str | None) -> str:
+    """The scored motion (`MOTION_WORDS`) of a motion word: `static` for standing still or none."""
+    return "static" if word is None or word == STANDING_STILL else word
+
+
 def motion_cell(motion: dict[str, str] | None) -> str:
     """The optional `motion` column of annotations.csv for a clip: `person:approaching;car:
-    crossing` (classes in render order; empty: everything close stands still)."""
+    standing still` (classes in render order; a class left out stands still)."""
     return ";".join(f"{c}:{motion[c]}" for c in OBJECT_CLASSES if c in (motion or {}))
 
 

@@ -97,8 +97,8 @@ class ObjectMention:
 
     `count` is None when the text gives no quantity (e.g. "people close on the left").
     `positions` are the distinct positions named, ordered left < center < right. `motion` is
-    the motion word the phrase ends with (`MOTIONS`), None when it names none (standing still,
-    or a still image's answer).
+    the motion word the phrase ends with (`MOTIONS`), None when it names none (a still image's
+    answer).
     """
 
     count: int | None
@@ -264,6 +264,9 @@ _MOTION_WORDS: dict[str, str] = {
     "going away": "moving away",
     "receding": "moving away",
     "crossing": "crossing",
+    "standing still": "standing still",
+    "not moving": "standing still",
+    "stationary": "standing still",
 }
 _MOTION = re.compile(
     r"\b(" + "|".join(re.escape(w) for w in sorted(_MOTION_WORDS, key=len, reverse=True)) + r")\b",

@@ -4,8 +4,9 @@ approaching, moving away, crossing or standing still.
 A clip is `ClipOptions.frames` frames (16 at 8 fps: 2 s) of one scene rendered at times 0 ... 1
 (`render_scene(..., at=t)`); its last frame is the still image of the scene, so a model shown
 only that frame sees where everything is but not how it moves. The motion of each close moving
-class (`MOVING_CLASSES`) is drawn uniformly from standing still and the three `MOTIONS`, on its
-own random stream: the scene and its pixels at the last frame are those of the still image.
+class (`MOVING_CLASSES`) is drawn uniformly from the four `MOTIONS` (standing still, approaching,
+moving away, crossing) and named in the clip's answer, on its own random stream: the scene and
+its pixels at the last frame are those of the still image.
 `RenderedClips` renders clips on the fly for training, only the frames a model is shown, with the
 timing `roadscene.data.clips` reads from a written clip, so training and prediction see the same
 frames and timestamps.
@@ -23,10 +24,10 @@ from roadscene.data.examples import VisionTextExample
 from roadscene.data.synth.render import RenderOptions, render_scene
 from roadscene.data.synth.rendered import RenderedScenes
 from roadscene.data.synth.scenes import SceneDistribution, structured_target
-from roadscene.schema import MOTION_WORDS, MOVING_CLASSES, SceneAnnotation
+from roadscene.schema import MOTIONS, MOVING_CLASSES, SceneAnnotation
 
-#: What a close moving object may do (`static`: no motion word).
-CLIP_MOTIONS: tuple[str, ...] = MOTION_WORDS
+#: What a close moving object may do: each has its motion word in a clip's answer.
+CLIP_MOTIONS: tuple[str, ...] = MOTIONS
 
 
 class ClipOptions(BaseModel):
@@ -43,9 +44,7 @@ def sample_motion(scene: SceneAnnotation, rng: np.random.Generator) -> SceneAnno
     motion = {}
     for cls in MOVING_CLASSES:
         if scene.near.get(cls):
-            word = CLIP_MOTIONS[int(rng.integers(len(CLIP_MOTIONS)))]
-            if word != "static":
-                motion[cls] = word
+            motion[cls] = CLIP_MOTIONS[int(rng.integers(len(CLIP_MOTIONS)))]
     return SceneAnnotation.build(
         image=scene.image,
         sidewalk=scene.sidewalk,

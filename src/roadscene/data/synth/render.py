@@ -103,8 +103,10 @@ def object_motion(motion: str, at: float, side: float = 1.0) -> tuple[float, flo
     walk = 1.0 - _WALK_SCALE * early
     if motion == "approaching":  # from well down the path: small and near the horizon
         return walk * (1.0 - 0.55 * early), -0.30 * early, 0.0
-    if motion == "moving away":  # from right in front: large and low
-        return walk * (1.0 + 0.5 * early), 0.17 * early, 0.0
+    if motion == "moving away":  # from right in front: large, its base a little lower
+        # (still in view: a body cut off by the image's bottom edge looked much like one
+        # standing still a little higher up)
+        return walk * (1.0 + 0.7 * early), 0.04 * early, 0.0
     if motion == "crossing":  # from one side, across the path
         return walk, -_WALK_RISE * early, side * _CROSSING_SHIFT * early
     return walk, -_WALK_RISE * early, 0.0
