@@ -77,6 +77,16 @@ def test_video_options_are_checked() -> None:
     with pytest.raises(ValueError, match="--conditions applies to the still-image demo"):
         DemoConfig(video=True, conditions=["fog"])
     assert (
-        DemoConfig(video=True, minutes=4.25).train_steps()
+        DemoConfig(video=True, minutes=3.75).train_steps()
         == DemoConfig(video=True).train_steps() // 2
     )
+
+
+def test_clips_train_in_small_batches_within_a_shorter_budget() -> None:
+    clips, images = DemoConfig(video=True), DemoConfig()
+    assert (clips.batch_size, clips.minutes, clips.train_steps()) == (8, 7.5, 1500)
+    assert (images.batch_size, images.minutes, images.train_steps()) == (32, 8.5, 910)
+    given = DemoConfig(video=True, batch_size=16, minutes=8.5)
+    assert (given.batch_size, given.minutes) == (16, 8.5)  # what is given is kept
+    # the settings a demo folder records read back the same
+    assert DemoConfig.model_validate(clips.model_dump()).train_steps() == 1500

@@ -13,18 +13,20 @@ def demo(
         Path, typer.Option(help="Output folder: new or empty (a stopped demo's with --resume).")
     ] = Path("runs/demo"),
     minutes: Annotated[
-        float,
+        float | None,
         typer.Option(
             help="Training budget in minutes: sets the step count (910 steps for 8.5 min, the "
-            "2-core CPU speed) and stops training when spent."
+            "2-core CPU speed; --video: 1,500 clip steps for 7.5 min) and stops training when "
+            "spent.  [default: 8.5; --video: 7.5]"
         ),
-    ] = 8.5,
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same numbers.")] = 0,
     family: Annotated[
         str, typer.Option(help="Model family (smolvlm, flamingo, ...); its demo sizes are used.")
     ] = "smolvlm",
     steps: Annotated[
-        int | None, typer.Option(min=1, help="Optimiser steps instead of 910 x minutes / 8.5.")
+        int | None,
+        typer.Option(min=1, help="Optimiser steps instead of the budget's (910 x minutes / 8.5)."),
     ] = None,
     n_test: Annotated[int, typer.Option(min=1, help="Held-out synthetic test images.")] = 300,
     n_train: Annotated[int, typer.Option(min=1, help="Train images written to disk.")] = 400,
@@ -94,7 +96,7 @@ def demo(
     try:
         config = DemoConfig(
             out=out,
-            minutes=minutes,
+            **({"minutes": minutes} if minutes is not None else {}),
             seed=seed,
             family=family,  # type: ignore[arg-type]
             steps=steps,
