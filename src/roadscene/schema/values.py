@@ -28,7 +28,7 @@ OBJECT_CLASSES: tuple[str, ...] = (
 STANDING_STILL = "standing still"
 MOTIONS: tuple[str, ...] = (STANDING_STILL, "approaching", "moving away", "crossing")
 #: The motions scored (`motion_label`): `static` (standing still, or no motion word named).
-MOTION_WORDS: tuple[str, ...] = ("static", *MOTIONS[1:])
+MOTION_WORDS: tuple[str, ...] = ("static", *(m for m in MOTIONS if m != STANDING_STILL))
 MOVING_CLASSES: tuple[str, ...] = ("person", "bicycle", "car")
 # Classes in the form that are never rendered into targets.
 VEGETATION_CLASSES: tuple[str, ...] = ("grass", "plants", "trees")

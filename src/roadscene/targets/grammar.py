@@ -4,8 +4,9 @@ structured answers `render_response` writes,
     Sidewalk: {sw}. Road: {rd}. RoadVsSidewalk: {rel}. Nearby: ... [Far: ...] [Context: ...]
 
 (with `motion`, a close person, bicycle or car may end with `, standing still`, `, approaching`,
-`, moving away` or `, crossing`), so a decoder constrained by it always produces an answer that parses. The model still chooses
-every value; the grammar only removes what would break the format (docs/structured.md).
+`, moving away` or `, crossing`), so a decoder constrained by it always produces an answer that
+parses. The model still chooses every value; the grammar only removes what would break the format
+(docs/structured.md).
 Compiling it for a tokenizer and masking logits is `roadscene.predict.decoding`.
 """
 
