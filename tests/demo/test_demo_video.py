@@ -12,6 +12,7 @@ from roadscene.demo import SUMMARY_FILE, DemoConfig, run_demo
 from roadscene.demo.config import VIDEO_BAR
 from roadscene.io import read_records
 from roadscene.predict import ModelCard
+from roadscene.train.config import read_saved_config
 
 
 def _short(out: Path, **options) -> DemoConfig:
@@ -54,6 +55,8 @@ def test_short_video_demo_scores_motion(tmp_path, frames_seen) -> None:
     assert [p["video"] for p in predictions] == [row["video"] for row in rows]
     card = ModelCard.read(out / "train" / "model")
     assert (card.clip.frames, card.clip.seen) == (3, frames_seen)
+    # the control trains with the same objective: motion words weighted alike
+    assert read_saved_config(out / "train" / "model").train.motion_loss_weight == 5.0
     for name in ("motion accuracy", "motion majority-class rate", "sidewalk accuracy"):
         assert name in result.metrics
     summary = json.loads((out / SUMMARY_FILE).read_text())
@@ -74,6 +77,8 @@ def test_short_video_demo_scores_motion(tmp_path, frames_seen) -> None:
 def test_video_options_are_checked() -> None:
     with pytest.raises(ValueError, match="frames_seen applies to --video only"):
         DemoConfig(frames_seen="last")
+    with pytest.raises(ValueError, match="motion_loss_weight applies to --video only"):
+        DemoConfig(motion_loss_weight=3)
     with pytest.raises(ValueError, match="--conditions applies to the still-image demo"):
         DemoConfig(video=True, conditions=["fog"])
     assert (

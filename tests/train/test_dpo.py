@@ -259,6 +259,8 @@ def test_preference_recipe_checks() -> None:
         load_config(DPO_RECIPE, ["data.train_file=rows.jsonl"])
     with pytest.raises(InputError, match=r"data.augment only applies with stage: sft"):
         load_config(DPO_RECIPE, ["data.augment={hflip: 0.5}"])
+    with pytest.raises(InputError, match=r"train.motion_loss_weight only applies with stage: sft"):
+        load_config(DPO_RECIPE, ["train.motion_loss_weight=5"])
     # Flamingo: the limitation is named, before anything loads.
     with pytest.raises(InputError, match="not available for the flamingo family.*fused LM head"):
         load_config(DPO_RECIPE, ["model.family=flamingo"])

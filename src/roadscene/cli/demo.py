@@ -81,6 +81,13 @@ def demo(
             "on the same data and steps)."
         ),
     ] = "all",
+    motion_loss_weight: Annotated[
+        float | None,
+        typer.Option(
+            min=1.0,
+            help="--video: loss weight of the tokens of each motion word.  [default: 5]",
+        ),
+    ] = None,
 ) -> None:
     """Show the whole system working, offline on a CPU: synthetic data -> a small
     model trained from scratch -> predictions -> evaluation and report."""
@@ -111,6 +118,7 @@ def demo(
             video=video,
             clip_frames=clip_frames,
             **({"frames_seen": frames_seen} if frames_seen != "all" else {}),
+            **({"motion_loss_weight": motion_loss_weight} if motion_loss_weight else {}),
         )
     except ValidationError as err:
         first = err.errors()[0]

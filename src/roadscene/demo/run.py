@@ -196,6 +196,7 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = _rich_print) -> De
                 "warmup_steps": min(config.warmup_steps, max(steps // 5, 0)),
                 "lr_scheduler": "cosine",
                 "max_grad_norm": 1.0,
+                "motion_loss_weight": config.motion_loss_weight if config.video else 1.0,
                 "seed": config.seed,
                 "logging_steps": max(1, min(50, steps // 10)),
                 "eval_steps": max(1, min(200, steps)),

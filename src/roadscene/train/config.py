@@ -110,6 +110,13 @@ class TrainSection(_Section):
         "linear", description="Learning-rate schedule after warm-up."
     )
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping.")
+    motion_loss_weight: float = Field(
+        1.0,
+        ge=1.0,
+        description="Loss weight of the tokens of each motion word (standing still, "
+        "approaching, moving away, crossing): what the clip's frames decide "
+        "(1: every token counts the same).",
+    )
     seed: int = Field(
         0, ge=0, le=2**32 - 1, description="Seed for initialisation, shuffling and dropout."
     )
@@ -306,6 +313,7 @@ class TrainConfig(_Section):
                 ("data.train_file", self.data.train_file is not None),
                 ("data.mix", self.data.mix is not None),
                 ("data.augment", self.data.augment.active),
+                ("train.motion_loss_weight", self.train.motion_loss_weight != 1.0),
             )
             if given
         ]

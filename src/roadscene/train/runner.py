@@ -33,6 +33,18 @@ from roadscene.train.stage import (
 )
 
 
+def _loss_kwargs(config: TrainConfig, processor: Any) -> dict[str, Any]:
+    """The Trainer's `compute_loss_func` when motion words weigh more (`roadscene.train.loss`), else
+    nothing: the model's own loss."""
+    weight = config.train.motion_loss_weight
+    if weight == 1.0:
+        return {}
+    from roadscene.train.loss import motion_word_tokens, weighted_token_loss
+
+    words = motion_word_tokens(getattr(processor, "tokenizer", processor))
+    return {"compute_loss_func": weighted_token_loss(words, weight)}
+
+
 def _mixed_examples(config: TrainConfig) -> tuple[Any, int]:
     """The task mix of `data.mix` (every source file read, every image checked) and the number
     of rows skipped for bad images."""
@@ -176,6 +188,7 @@ def run_training(
             config, family, processor, eval_records, prompts, extra_callbacks, epoch_callbacks
         ),
         optimizers=optimizers(config, family, model),
+        **_loss_kwargs(config, processor),
     )
     output = trainer.train(resume_from_checkpoint=last_checkpoint)
     summary: dict[str, Any] = {"train_rows": len(train_dataset), "eval_rows": len(eval_records)}
