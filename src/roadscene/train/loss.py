@@ -3,7 +3,7 @@
 A clip answer holds about 45 tokens, and only one per close person, bicycle or car says how it
 moves (`standing still`, `approaching`, `moving away`, `crossing`): what the frames, not the
 last image, decide. `train.motion_loss_weight` counts the tokens of each motion word that many
-times (docs/training.md, "Motion words"); every other token counts once.
+times (docs/training.md, "What training does"); every other token counts once.
 
 The weighted sum is divided by the number of answer tokens (the Trainer's `num_items_in_batch`
 when it gives one, over the whole accumulated batch and every process), so gradient
