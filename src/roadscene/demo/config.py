@@ -26,8 +26,8 @@ SUMMARY_FILE = "demo_summary.json"
 VIDEO_DEFAULT_MINUTES = 7.5
 VIDEO_BATCH_SIZE = 8
 VIDEO_DEFAULT_STEPS = 1500
-# A clip answer holds about 45 tokens, one per close moving object saying how it moves: counted
-# this many times, the motion words are learned within the budget (docs/demo.md).
+# A clip answer holds about 45 tokens, one word per close moving object saying how it moves:
+# counted this many times in the loss, the motion words are learned earlier (docs/demo.md).
 VIDEO_MOTION_LOSS_WEIGHT = 5.0
 
 # The demo's bar, checked on the synthetic test split.
