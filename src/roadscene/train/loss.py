@@ -44,6 +44,7 @@ def weighted_token_loss(words: Sequence[Sequence[int]], weight: float) -> Callab
     import torch.nn.functional as F
 
     patterns = [torch.tensor(word, dtype=torch.long) for word in words]
+    on_device: dict[Any, list[Any]] = {}  # the patterns, copied once to each device seen
 
     def loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
         logits = outputs["logits"] if isinstance(outputs, Mapping) else outputs[0]
@@ -58,12 +59,14 @@ def weighted_token_loss(words: Sequence[Sequence[int]], weight: float) -> Callab
         ).view_as(targets)
         answer = targets != IGNORE_INDEX
         in_word = torch.zeros_like(answer)
-        for pattern in patterns:
+        if targets.device not in on_device:
+            on_device[targets.device] = [p.to(targets.device) for p in patterns]
+        for pattern in on_device[targets.device]:
             size = len(pattern)
             if size > targets.shape[1]:
                 continue
             # (batch, starts, size): where the whole word starts, then every token it covers
-            starts = (targets.unfold(1, size, 1) == pattern.to(targets.device)).all(-1)
+            starts = (targets.unfold(1, size, 1) == pattern).all(-1)
             for offset in range(size):
                 in_word[:, offset : offset + starts.shape[1]] |= starts
         weights = torch.where(in_word, weight, 1.0) * answer
