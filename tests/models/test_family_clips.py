@@ -59,6 +59,23 @@ def test_clip_features_and_answer_only_labels(clip_model) -> None:
     assert pixels, "the clip's frames reach the model"
 
 
+def test_one_frame_clip_the_last_frame_control_trains(clip_model) -> None:
+    """`frames_seen: last` gives a one-frame clip: every family encodes it and computes a loss;
+    Qwen3-VL, whose video processor needs a 2-frame temporal group, gets that frame twice."""
+    family, loaded = clip_model
+    clip = _clip().last_only()
+    example = VisionTextExample(images=[], clip=clip, prompt="Describe.", answer=ANSWER)
+    features = family.encode(loaded.processor, example)
+    batch = family.collate(loaded.processor, [features])
+    with torch.no_grad():
+        loss = loaded.model(**batch).loss
+    assert torch.isfinite(loss)
+    if family.name == "qwen3vl":
+        assert features["video_grid_thw"][0, 0].item() == 1  # one temporal group
+        patches = features["pixel_values_videos"].reshape(-1, 3, 2, 16, 16)
+        assert torch.equal(patches[:, :, 0], patches[:, :, 1])  # the same frame twice
+
+
 def test_mixed_batch_of_clips_and_images_equals_each_alone(
     clip_model, token_weighted_loss_check
 ) -> None:

@@ -14,7 +14,8 @@ supervised answer is `{answer}<|im_end|>`, exactly what the template renders for
 turn. A clip goes through the processor's own video path: `<|vision_start|><|video_pad|>
 <|vision_end|>` in the prompt and the sampled frames with their metadata (`video_metadata`,
 `do_sample_frames=False`); each pair of frames is one temporal patch group with its `<t seconds>`
-timestamp (an odd frame count repeats the last frame, as the processor does). Tiny checkpoints use
+timestamp (an odd frame count repeats the last frame, as the processor does; a one-frame clip,
+the last-frame control, fills its one group with that frame twice, as a still image does). Tiny checkpoints use
 the same classes (`Qwen3VLForConditionalGeneration`,
 `Qwen3VLProcessor` with `Qwen2VLImageProcessor`, `Qwen2Tokenizer`) and load through the base
 class's `AutoModelForImageTextToText` / `AutoProcessor` path.
@@ -26,6 +27,7 @@ import copy
 import json
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -107,6 +109,7 @@ _BUILTIN_CORPUS = [
 ]
 PATCH = 16  # vision patch size (pixels)
 MERGE = 2  # spatial merge: MERGE x MERGE patches -> one language token
+TEMPORAL = 2  # frames per temporal patch group
 IMAGE_MEAN = [0.5, 0.5, 0.5]
 
 
@@ -260,7 +263,7 @@ class Qwen3VLFamily(ModelFamily):
                 "num_heads": size.vision_heads,
                 "patch_size": PATCH,
                 "spatial_merge_size": MERGE,
-                "temporal_patch_size": 2,
+                "temporal_patch_size": TEMPORAL,
                 "out_hidden_size": size.text_hidden_size,
                 # a square grid of learned positions, resampled to each image's patch grid
                 "num_position_embeddings": (size.image_size // PATCH) ** 2,
@@ -313,6 +316,15 @@ class Qwen3VLFamily(ModelFamily):
         import torch
 
         clip = example.clip
+        if clip is not None and len(clip.frames) < TEMPORAL:
+            # The video processor refuses fewer frames than one temporal group; its image
+            # processor fills the group of a still image with that image, and so does this.
+            clip = replace(
+                clip,
+                frames=clip.frames * TEMPORAL,
+                timestamps=clip.timestamps * TEMPORAL,
+                indices=clip.indices * TEMPORAL,
+            )
         encoded = processor(
             text=[self.prompt_text(processor, example)],
             images=list(example.images) or None,
@@ -460,7 +472,7 @@ def _processor(tokenizer: Any, *, min_pixels: int, max_pixels: int) -> Any:
 
     common = {
         "patch_size": PATCH,
-        "temporal_patch_size": 2,
+        "temporal_patch_size": TEMPORAL,
         "merge_size": MERGE,
         "image_mean": IMAGE_MEAN,
         "image_std": IMAGE_MEAN,
