@@ -44,9 +44,12 @@ def _short(out: Path, **options) -> DemoConfig:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("frames_seen", ["all", "last"])
-def test_short_video_demo_scores_motion(tmp_path, frames_seen) -> None:
-    config = _short(tmp_path / "run", frames_seen=frames_seen)
+@pytest.mark.parametrize(
+    ("frames_seen", "family"), [("all", None), ("last", None), ("last", "qwen3vl")]
+)
+def test_short_video_demo_scores_motion(tmp_path, frames_seen, family) -> None:
+    given = {"family": family} if family else {}
+    config = _short(tmp_path / "run", frames_seen=frames_seen, **given)
     result = run_demo(config, log=lambda _: None)
     out = result.out
     rows = [row for _, row in read_records(out / "data" / "bvpi_sft_test.jsonl")]
@@ -54,6 +57,7 @@ def test_short_video_demo_scores_motion(tmp_path, frames_seen) -> None:
     predictions = [row for _, row in read_records(out / "predictions_test.jsonl")]
     assert [p["video"] for p in predictions] == [row["video"] for row in rows]
     card = ModelCard.read(out / "train" / "model")
+    assert card.family == (family or "smolvlm")
     assert (card.clip.frames, card.clip.seen) == (3, frames_seen)
     # the control trains with the same objective: motion words weighted alike
     assert read_saved_config(out / "train" / "model").train.motion_loss_weight == 5.0

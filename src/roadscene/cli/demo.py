@@ -22,7 +22,8 @@ def demo(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same numbers.")] = 0,
     family: Annotated[
-        str, typer.Option(help="Model family (smolvlm, flamingo, ...); its demo sizes are used.")
+        str,
+        typer.Option(help="Model family (smolvlm, qwen3vl, flamingo); its demo sizes are used."),
     ] = "smolvlm",
     steps: Annotated[
         int | None,
