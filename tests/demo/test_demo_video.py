@@ -45,7 +45,7 @@ def _short(out: Path, **options) -> DemoConfig:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("frames_seen", "family"), [("all", None), ("last", None), ("last", "qwen3vl")]
+    ("frames_seen", "family"), [("all", None), ("last", None), ("all", "smolvlm")]
 )
 def test_short_video_demo_scores_motion(tmp_path, frames_seen, family) -> None:
     given = {"family": family} if family else {}
@@ -57,10 +57,10 @@ def test_short_video_demo_scores_motion(tmp_path, frames_seen, family) -> None:
     predictions = [row for _, row in read_records(out / "predictions_test.jsonl")]
     assert [p["video"] for p in predictions] == [row["video"] for row in rows]
     card = ModelCard.read(out / "train" / "model")
-    assert card.family == (family or "smolvlm")
+    assert card.family == (family or "qwen3vl")  # Qwen3-VL unless another is given
     assert (card.clip.frames, card.clip.seen) == (3, frames_seen)
     # the control trains with the same objective: motion words weighted alike
-    assert read_saved_config(out / "train" / "model").train.motion_loss_weight == 5.0
+    assert read_saved_config(out / "train" / "model").train.motion_loss_weight == 15.0
     for name in ("motion accuracy", "motion majority-class rate", "sidewalk accuracy"):
         assert name in result.metrics
     summary = json.loads((out / SUMMARY_FILE).read_text())
@@ -93,9 +93,20 @@ def test_video_options_are_checked() -> None:
 
 def test_clips_train_in_small_batches_within_a_shorter_budget() -> None:
     clips, images = DemoConfig(video=True), DemoConfig()
-    assert (clips.batch_size, clips.minutes, clips.train_steps()) == (8, 7.5, 1500)
-    assert (images.batch_size, images.minutes, images.train_steps()) == (32, 8.5, 910)
-    given = DemoConfig(video=True, batch_size=16, minutes=8.5)
-    assert (given.batch_size, given.minutes) == (16, 8.5)  # what is given is kept
+    assert (clips.family, clips.batch_size, clips.minutes, clips.train_steps()) == (
+        "qwen3vl",
+        8,
+        7.5,
+        1500,
+    )
+    assert (images.family, images.batch_size, images.minutes, images.train_steps()) == (
+        "smolvlm",
+        32,
+        8.5,
+        910,
+    )
+    given = DemoConfig(video=True, family="smolvlm", batch_size=16, minutes=8.5)
+    # what is given is kept
+    assert (given.family, given.batch_size, given.minutes) == ("smolvlm", 16, 8.5)
     # the settings a demo folder records read back the same
     assert DemoConfig.model_validate(clips.model_dump()).train_steps() == 1500

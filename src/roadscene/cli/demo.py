@@ -22,9 +22,12 @@ def demo(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same numbers.")] = 0,
     family: Annotated[
-        str,
-        typer.Option(help="Model family (smolvlm, qwen3vl, flamingo); its demo sizes are used."),
-    ] = "smolvlm",
+        str | None,
+        typer.Option(
+            help="Model family (smolvlm, qwen3vl, flamingo); its demo sizes are used.  "
+            "[default: smolvlm; --video: qwen3vl]"
+        ),
+    ] = None,
     steps: Annotated[
         int | None,
         typer.Option(min=1, help="Optimiser steps instead of the budget's (910 x minutes / 8.5)."),
@@ -86,7 +89,7 @@ def demo(
         float | None,
         typer.Option(
             min=1.0,
-            help="--video: loss weight of the tokens of each motion word.  [default: 5]",
+            help="--video: loss weight of the tokens of each motion word.  [default: 15]",
         ),
     ] = None,
 ) -> None:
@@ -106,7 +109,7 @@ def demo(
             out=out,
             **({"minutes": minutes} if minutes is not None else {}),
             seed=seed,
-            family=family,  # type: ignore[arg-type]
+            **({"family": family} if family is not None else {}),
             steps=steps,
             n_test=n_test,
             n_train=n_train,
