@@ -15,10 +15,10 @@ turn. A clip goes through the processor's own video path: `<|vision_start|><|vid
 <|vision_end|>` in the prompt and the sampled frames with their metadata (`video_metadata`,
 `do_sample_frames=False`); each pair of frames is one temporal patch group with its `<t seconds>`
 timestamp (an odd frame count repeats the last frame, as the processor does; a one-frame clip,
-the last-frame control, fills its one group with that frame twice, as a still image does). Tiny checkpoints use
-the same classes (`Qwen3VLForConditionalGeneration`,
-`Qwen3VLProcessor` with `Qwen2VLImageProcessor`, `Qwen2Tokenizer`) and load through the base
-class's `AutoModelForImageTextToText` / `AutoProcessor` path.
+the last-frame control, fills its one group with that frame twice, as a still image does). Tiny
+checkpoints use the same classes (`Qwen3VLForConditionalGeneration`, `Qwen3VLProcessor` with
+`Qwen2VLImageProcessor`, `Qwen2Tokenizer`) and load through the base class's
+`AutoModelForImageTextToText` / `AutoProcessor` path.
 """
 
 from __future__ import annotations
