@@ -72,7 +72,9 @@ def test_one_frame_clip_the_last_frame_control_trains(clip_model) -> None:
     assert torch.isfinite(loss)
     if family.name == "qwen3vl":
         assert features["video_grid_thw"][0, 0].item() == 1  # one temporal group
-        patches = features["pixel_values_videos"].reshape(-1, 3, 2, 16, 16)
+        from roadscene.models.qwen3vl import PATCH, TEMPORAL
+
+        patches = features["pixel_values_videos"].reshape(-1, 3, TEMPORAL, PATCH, PATCH)
         assert torch.equal(patches[:, :, 0], patches[:, :, 1])  # the same frame twice
 
 
